@@ -1,0 +1,13 @@
+"""Differentiating Embedding Networks for single-cell data."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from . import pl, tl
+from ._model import DENModel
+
+try:
+    __version__ = version("scden")
+except PackageNotFoundError:  # pragma: no cover
+    __version__ = "unknown"
+
+__all__ = ["DENModel", "pl", "tl"]

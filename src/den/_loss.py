@@ -1,0 +1,130 @@
+"""The F-distribution pair loss of DEN (METHOD.md §3)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def f_cdf(x: torch.Tensor, n_components: int) -> torch.Tensor:
+    """CDF of the F(1, ``n_components``) distribution at ``x >= 0``.
+
+    F(1, v) is the square of Student's t with v degrees of freedom, so
+    ``F_cdf(x; 1, v) = P(|T| < sqrt(x))``. For integer v this has a finite
+    closed form in ``theta = arctan(sqrt(x / v))`` (Abramowitz & Stegun 26.7.3/4),
+    computed here with ``sin(theta) = sqrt(x / (x + v))`` and
+    ``cos(theta)^2 = v / (x + v)``, which is exact, differentiable and finite
+    for ``x`` in ``[0, inf)``.
+
+    Parameters
+    ----------
+    x
+        Squared distances, any shape, non-negative.
+    n_components
+        Degrees of freedom of the denominator, i.e. the embedding dimension.
+
+    Returns
+    -------
+    Tensor of the same shape as ``x`` with values in ``[0, 1]``.
+    """
+    return _FCdf.apply(x, int(n_components))
+
+
+def f_pdf(x: torch.Tensor, v: int) -> torch.Tensor:
+    """Density of F(1, v) at ``x`` (``x`` is clamped away from 0, where it is infinite)."""
+    x = x.clamp_min(torch.finfo(x.dtype).tiny ** 0.5)
+    log_beta = math.lgamma(0.5) + math.lgamma(v / 2) - math.lgamma((v + 1) / 2)
+    log_pdf = -0.5 * torch.log(x) - (v + 1) / 2 * torch.log1p(x / v) - 0.5 * math.log(v) - log_beta
+    return torch.exp(log_pdf)
+
+
+def _f_cdf_forward(x: torch.Tensor, v: int) -> torch.Tensor:
+    x = x.clamp_min(0)
+    denom = x + v
+    # for x = inf both ratios are well defined: sin -> 1, cos^2 -> 0
+    sin = torch.where(torch.isinf(x), torch.ones_like(x), torch.sqrt(x / denom))
+    cos2 = torch.where(torch.isinf(x), torch.zeros_like(x), v / denom)
+    if v % 2 == 0:
+        # sin(theta) * [1 + 1/2 cos^2 + 1*3/(2*4) cos^4 + ... up to cos^(v-2)]
+        term = torch.ones_like(x)
+        total = torch.ones_like(x)
+        for j in range(1, v // 2):
+            term = term * cos2 * (2 * j - 1) / (2 * j)
+            total = total + term
+        return (sin * total).clamp(0, 1)
+    # odd v: 2/pi * [theta + sin(theta) (cos + 2/3 cos^3 + ... up to cos^(v-2))]
+    theta = torch.atan2(sin, torch.sqrt(cos2))
+    if v == 1:
+        return (2 / math.pi * theta).clamp(0, 1)
+    cos = torch.sqrt(cos2)
+    term = cos
+    total = cos.clone()
+    for j in range(1, (v - 1) // 2):
+        term = term * cos2 * (2 * j) / (2 * j + 1)
+        total = total + term
+    return (2 / math.pi * (theta + sin * total)).clamp(0, 1)
+
+
+class _FCdf(torch.autograd.Function):
+    """Closed-form forward, density as gradient (finite at 0 once chained with d x / d f)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, v: int) -> torch.Tensor:  # noqa: D102
+        ctx.save_for_backward(x)
+        ctx.v = v
+        return _f_cdf_forward(x, v)
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):  # noqa: D102
+        (x,) = ctx.saved_tensors
+        grad = f_pdf(x, ctx.v)
+        grad = torch.where(torch.isinf(x), torch.zeros_like(grad), grad)
+        return grad_out * grad, None
+
+
+def pair_loss(
+    d2: torch.Tensor,
+    is_near: torch.Tensor,
+    *,
+    n_components: int,
+    ignore: float = 1.0,
+) -> tuple[torch.Tensor, dict[str, int]]:
+    """Balanced F-distribution loss over a batch of pairs.
+
+    Near pairs contribute ``p = F_cdf(d2)``, far pairs ``1 - p``. Terms at or above
+    ``ignore`` are dropped (``ignore >= 1`` keeps all). Near and far terms are
+    balanced so that each kind weighs the same whatever their counts::
+
+        loss = (n_near * sum(far) + n_far * sum(near)) / (batch_size * n_kept)
+
+    Parameters
+    ----------
+    d2
+        Squared embedding distances of the pairs, shape ``(batch_size,)``.
+    is_near
+        Boolean mask, ``True`` for near pairs.
+    n_components
+        Embedding dimension (degrees of freedom of the F distribution).
+    ignore
+        Threshold above which a term is dropped.
+
+    Returns
+    -------
+    The scalar loss and the counts of kept near and far terms.
+    """
+    p = f_cdf(d2, n_components)
+    terms = torch.where(is_near, p, 1 - p)
+    keep = terms < ignore if ignore < 1 else torch.ones_like(is_near)
+    near = keep & is_near
+    far = keep & ~is_near
+    n_near = int(near.sum())
+    n_far = int(far.sum())
+    n_kept = n_near + n_far
+    if n_kept == 0:
+        return (terms * 0).sum(), {"near": 0, "far": 0}
+    zero = terms.new_zeros(())
+    sum_near = torch.where(near, terms, zero).sum()
+    sum_far = torch.where(far, terms, zero).sum()
+    loss = (n_near * sum_far + n_far * sum_near) / (d2.shape[0] * n_kept)
+    return loss, {"near": n_near, "far": n_far}

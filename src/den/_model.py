@@ -1,0 +1,255 @@
+"""The trained DEN model: encoder (+ clustering network), gene contract, save and load.
+
+Weights are stored as plain arrays (``.npz`` read with ``allow_pickle=False``)
+beside a JSON config, in a folder or in ``adata.uns``: nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from ._data import CHUNK_ROWS, dense_rows
+from ._train import predict
+from ._utils import get_device
+from .nn import ClusterHead, Encoder
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from anndata import AnnData
+
+FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "weights.npz"
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("scden")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "unknown"
+
+
+def _state_to_numpy(module: nn.Module) -> dict[str, np.ndarray]:
+    return {k: v.detach().cpu().numpy().copy() for k, v in module.state_dict().items()}
+
+
+def _load_state(module: nn.Module, weights: dict[str, np.ndarray]) -> None:
+    state = {k: torch.as_tensor(np.asarray(v)) for k, v in weights.items()}
+    module.load_state_dict(state, strict=True)
+
+
+class DENModel:
+    """A trained DEN network with the genes it was trained on.
+
+    Made by :func:`den.tl.embed` (and extended by :func:`den.tl.cluster`);
+    get it back from an AnnData with :meth:`from_adata`, save it with
+    :meth:`save` and reload it with :meth:`load`.
+
+    Parameters
+    ----------
+    config
+        Architecture and gene contract (``n_genes``, ``var_names``,
+        ``n_components``, ``hidden``, ``n_pcs``, ``layer``).
+    encoder
+        The Siamese encoder.
+    cluster_config
+        ``n_clusters`` and ``categories`` of the clustering network, if any.
+    cluster_net
+        ``nn.Sequential(encoder copy, ClusterHead)`` mapping genes to cluster logits.
+    """
+
+    def __init__(
+        self,
+        config: dict[str, Any],
+        encoder: Encoder,
+        cluster_config: dict[str, Any] | None = None,
+        cluster_net: nn.Sequential | None = None,
+    ):
+        self.config = dict(config)
+        self.encoder = encoder.eval()
+        self.cluster_config = cluster_config
+        self.cluster_net = cluster_net.eval() if cluster_net is not None else None
+
+    # construction ---------------------------------------------------------------
+    @classmethod
+    def build(cls, config: dict[str, Any]) -> DENModel:
+        """A fresh, untrained model for ``config``."""
+        config = {"format_version": FORMAT_VERSION, "den_version": _version(), **config}
+        return cls(config, cls._encoder(config))
+
+    @staticmethod
+    def _encoder(config: dict[str, Any]) -> Encoder:
+        return Encoder(config["n_genes"], config["n_components"], config["hidden"], config["n_pcs"])
+
+    def make_cluster_net(self, n_clusters: int) -> nn.Sequential:
+        """A clustering network whose encoder starts as a copy of the trained one."""
+        encoder = self._encoder(self.config)
+        encoder.load_state_dict(self.encoder.state_dict())
+        return nn.Sequential(encoder, ClusterHead(self.config["n_components"], n_clusters))
+
+    # properties -----------------------------------------------------------------
+    @property
+    def var_names(self) -> pd.Index:
+        """Genes the model reads, in order."""
+        return pd.Index(self.config["var_names"])
+
+    @property
+    def has_clusters(self) -> bool:
+        """Whether a clustering network is attached."""
+        return self.cluster_net is not None
+
+    @property
+    def n_parameters(self) -> int:
+        """Number of trainable parameters of the encoder."""
+        return sum(p.numel() for p in self.encoder.parameters() if p.requires_grad)
+
+    # inference ------------------------------------------------------------------
+    def gene_index(self, var_names: pd.Index) -> np.ndarray | None:
+        """Columns of a query with ``var_names`` that give the training genes in order.
+
+        ``None`` when the query already has exactly the training genes in order.
+        Raises :class:`KeyError` naming the missing genes.
+        """
+        train = self.var_names
+        if len(var_names) == len(train) and (var_names == train).all():
+            return None
+        if not var_names.is_unique:
+            msg = "The query's var_names are not unique; run `adata.var_names_make_unique()` first."
+            raise ValueError(msg)
+        missing = train[~train.isin(var_names)]
+        if len(missing):
+            shown = ", ".join(map(str, missing[:10])) + (", ..." if len(missing) > 10 else "")
+            msg = (
+                f"The query lacks {len(missing)} of the {len(train)} genes the model was trained on: {shown}. "
+                "Add them (e.g. as zeros, after the same normalisation) or train on the shared genes."
+            )
+            raise KeyError(msg)
+        return var_names.get_indexer(train)
+
+    def iter_inputs(self, X, var_names: pd.Index, chunk: int = CHUNK_ROWS) -> Iterator[np.ndarray]:
+        """Dense float32 row blocks of ``X`` with the training genes in training order."""
+        cols = self.gene_index(var_names)
+        for start in range(0, X.shape[0], chunk):
+            block = dense_rows(X, slice(start, start + chunk))
+            yield block if cols is None else block[:, cols]
+
+    def embed(self, X, var_names: pd.Index | None = None, *, device: str = "auto") -> np.ndarray:
+        """Coordinates of the rows of ``X`` (cells x genes); each row is mapped on its own."""
+        dev = get_device(device)
+        var_names = self.var_names if var_names is None else pd.Index(var_names)
+        self.encoder.to(dev)
+        return predict(self.encoder, self.iter_inputs(X, var_names), device=dev)
+
+    def predict_proba(self, X, var_names: pd.Index | None = None, *, device: str = "auto") -> np.ndarray:
+        """Cluster probabilities of the rows of ``X`` (needs a clustering network)."""
+        if self.cluster_net is None:
+            msg = "This model has no clustering network. Run `den.tl.cluster` first."
+            raise ValueError(msg)
+        dev = get_device(device)
+        var_names = self.var_names if var_names is None else pd.Index(var_names)
+        self.cluster_net.to(dev)
+        logits = predict(self.cluster_net, self.iter_inputs(X, var_names), device=dev)
+        return _softmax(logits)
+
+    # serialisation --------------------------------------------------------------
+    def to_uns(self) -> dict[str, Any]:
+        """The encoder as an h5ad-safe dict (JSON config + arrays)."""
+        return {"config": json.dumps(self.config), "weights": _state_to_numpy(self.encoder)}
+
+    def cluster_to_uns(self) -> dict[str, Any]:
+        """The clustering network as an h5ad-safe dict."""
+        return {"config": json.dumps(self.cluster_config), "weights": _state_to_numpy(self.cluster_net)}
+
+    @classmethod
+    def from_uns(cls, model: dict[str, Any], cluster: dict[str, Any] | None = None) -> DENModel:
+        """Rebuild from :meth:`to_uns` (and :meth:`cluster_to_uns`) output."""
+        config = json.loads(str(model["config"]))
+        self = cls(config, cls._encoder(config))
+        _load_state(self.encoder, model["weights"])
+        if cluster is not None:
+            self.attach_clusters(json.loads(str(cluster["config"])), cluster["weights"])
+        return self
+
+    def attach_clusters(self, cluster_config: dict[str, Any], weights: dict[str, np.ndarray] | None = None) -> None:
+        """Attach a clustering network described by ``cluster_config`` (and load ``weights``)."""
+        net = self.make_cluster_net(int(cluster_config["n_clusters"]))
+        if weights is not None:
+            _load_state(net, weights)
+        self.cluster_config = dict(cluster_config)
+        self.cluster_net = net.eval()
+
+    @classmethod
+    def from_adata(cls, adata: AnnData, key: str = "den", cluster_key: str | None = "den_clusters") -> DENModel:
+        """The model stored by :func:`den.tl.embed` (and :func:`den.tl.cluster`) in ``adata.uns``."""
+        entry = adata.uns.get(key)
+        if not isinstance(entry, dict) or "model" not in entry:
+            msg = f"No den model in adata.uns[{key!r}]. Run `den.tl.embed(adata)` first (or pass the right `key`)."
+            raise KeyError(msg)
+        cluster = None
+        if cluster_key is not None:
+            centry = adata.uns.get(cluster_key)
+            if isinstance(centry, dict) and "model" in centry:
+                if centry.get("params", {}).get("embedding_key", key) == key:
+                    cluster = centry["model"]
+        return cls.from_uns(entry["model"], cluster)
+
+    def save(self, dir_path: str | Path, *, overwrite: bool = False) -> None:
+        """Write ``config.json`` and ``weights.npz`` into ``dir_path``."""
+        path = Path(dir_path)
+        if path.exists() and any(path.iterdir()) and not overwrite:
+            msg = f"{str(path)!r} already exists and is not empty. Choose another folder or pass `overwrite=True`."
+            raise FileExistsError(msg)
+        path.mkdir(parents=True, exist_ok=True)
+        weights = {f"encoder/{k}": v for k, v in _state_to_numpy(self.encoder).items()}
+        if self.cluster_net is not None:
+            weights |= {f"cluster/{k}": v for k, v in _state_to_numpy(self.cluster_net).items()}
+        meta = {"config": self.config, "cluster_config": self.cluster_config}
+        (path / CONFIG_FILE).write_text(json.dumps(meta, indent=1))
+        np.savez(path / WEIGHTS_FILE, **weights)
+
+    @classmethod
+    def load(cls, dir_path: str | Path) -> DENModel:
+        """Read a model written by :meth:`save` (no pickle is read)."""
+        path = Path(dir_path)
+        if not (path / CONFIG_FILE).is_file() or not (path / WEIGHTS_FILE).is_file():
+            msg = f"{str(path)!r} does not hold a den model ({CONFIG_FILE} and {WEIGHTS_FILE})."
+            raise FileNotFoundError(msg)
+        meta = json.loads((path / CONFIG_FILE).read_text())
+        config = meta["config"]
+        if config.get("format_version", 0) > FORMAT_VERSION:
+            msg = f"This model was saved by a newer den (format {config['format_version']}); upgrade scden."
+            raise ValueError(msg)
+        with np.load(path / WEIGHTS_FILE, allow_pickle=False) as f:
+            weights = {k: f[k] for k in f.files}
+        self = cls(config, cls._encoder(config))
+        _load_state(self.encoder, {k[8:]: v for k, v in weights.items() if k.startswith("encoder/")})
+        if meta.get("cluster_config") is not None:
+            cw = {k[8:]: v for k, v in weights.items() if k.startswith("cluster/")}
+            self.attach_clusters(meta["cluster_config"], cw)
+        return self
+
+    def __repr__(self) -> str:
+        c = self.config
+        s = (
+            f"DENModel({c['n_genes']} genes -> {c['n_components']} components, "
+            f"hidden={c['hidden']}, n_pcs={c['n_pcs']}, {self.n_parameters:,} trainable parameters"
+        )
+        if self.cluster_config is not None:
+            s += f", {self.cluster_config['n_clusters']} clusters"
+        return s + ")"
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(1, keepdims=True)
+    e = np.exp(z)
+    return (e / e.sum(1, keepdims=True)).astype(np.float32)

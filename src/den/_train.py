@@ -1,0 +1,121 @@
+"""Training loops: the Siamese embedding and the cluster classifier."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from ._loss import pair_loss
+from ._pairs import far_pairs
+from ._utils import progress
+
+
+def train_embedding(
+    net: nn.Module,
+    inputs,
+    rep: np.ndarray,
+    near: tuple[np.ndarray, np.ndarray],
+    *,
+    n_far: int,
+    n_components: int,
+    n_epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    ignore: float,
+    rng: np.random.Generator,
+    device: torch.device,
+    progress_bar: bool,
+) -> list[float]:
+    """Train ``net`` on near and far pairs; return the mean loss of each epoch.
+
+    ``inputs`` is either a float32 tensor already on ``device`` (rows are
+    gathered directly) or a callable mapping row indices to such a tensor (used
+    for gene-level input, densified per mini-batch). An epoch is one pass over
+    all near pairs plus ``n_far`` freshly drawn far pairs per cell.
+    """
+    gather = (lambda idx: inputs[torch.from_numpy(idx).to(device)]) if torch.is_tensor(inputs) else inputs
+    optimizer = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=learning_rate)
+    near_i, near_j = near
+    history: list[float] = []
+    net.train()
+    bar = progress(range(n_epochs), desc="DEN embedding", enabled=progress_bar)
+    for _ in bar:
+        far_i, far_j = far_pairs(rep, n_far, rng)
+        i = np.concatenate([near_i, far_i])
+        j = np.concatenate([near_j, far_j])
+        is_near = np.concatenate([np.ones(len(near_i), bool), np.zeros(len(far_i), bool)])
+        order = rng.permutation(len(i))
+        total, n_batches = 0.0, math.ceil(len(order) / batch_size)
+        for b in range(n_batches):
+            sel = order[b * batch_size : (b + 1) * batch_size]
+            x = gather(np.concatenate([i[sel], j[sel]]))
+            out = net(x)
+            a, c = out[: len(sel)], out[len(sel) :]
+            d2 = ((a - c) ** 2).sum(1)
+            loss, _ = pair_loss(
+                d2, torch.from_numpy(is_near[sel]).to(device), n_components=n_components, ignore=ignore
+            )
+            if not torch.isfinite(loss):
+                msg = (
+                    "The DEN loss became non-finite. Check the input for extreme values "
+                    "(log-normalise counts) or lower `learning_rate`."
+                )
+                raise FloatingPointError(msg)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach())
+        history.append(total / n_batches)
+        if progress_bar:
+            bar.set_postfix(loss=f"{history[-1]:.4f}")
+    net.eval()
+    return history
+
+
+def train_classifier(
+    net: nn.Module,
+    inputs: torch.Tensor,
+    labels: np.ndarray,
+    *,
+    n_epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    rng: np.random.Generator,
+    device: torch.device,
+    progress_bar: bool,
+    desc: str,
+) -> list[float]:
+    """Fit ``net`` to integer ``labels`` with class-balanced cross-entropy."""
+    n_classes = int(labels.max()) + 1
+    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
+    weight = torch.tensor(len(labels) / (n_classes * np.maximum(counts, 1)), dtype=torch.float32, device=device)
+    criterion = nn.CrossEntropyLoss(weight=weight)
+    y = torch.from_numpy(labels.astype(np.int64)).to(device)
+    optimizer = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=learning_rate)
+    history: list[float] = []
+    net.train()
+    for _ in progress(range(n_epochs), desc=desc, enabled=progress_bar):
+        order = torch.from_numpy(rng.permutation(len(labels))).to(device)
+        total, n_batches = 0.0, math.ceil(len(order) / batch_size)
+        for b in range(n_batches):
+            sel = order[b * batch_size : (b + 1) * batch_size]
+            loss = criterion(net(inputs[sel]), y[sel])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach())
+        history.append(total / n_batches)
+    net.eval()
+    return history
+
+
+@torch.inference_mode()
+def predict(net: nn.Module, inputs, *, device: torch.device, batch_size: int = 16384) -> np.ndarray:
+    """Apply ``net`` row-block by row-block; ``inputs`` is a tensor or an iterator of numpy blocks."""
+    net.eval()
+    blocks = inputs.split(batch_size) if torch.is_tensor(inputs) else inputs
+    out = [net(torch.as_tensor(b, device=device)).float().cpu().numpy() for b in blocks]
+    return np.concatenate(out).astype(np.float32)

@@ -1,0 +1,10 @@
+"""PyTorch modules of den. They know nothing about AnnData.
+
+Every network is an :class:`torch.nn.Sequential` of :class:`~torch.nn.Linear`
+and :class:`~torch.nn.ReLU` modules, each used once and never in place, which
+is what shap's PyTorch DeepExplainer handles exactly.
+"""
+
+from ._modules import ClusterHead, Encoder, InputProjection, SelectOutput
+
+__all__ = ["ClusterHead", "Encoder", "InputProjection", "SelectOutput"]

@@ -1,0 +1,213 @@
+"""`den.tl.embed`: train the DEN network and write the 2-D map."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from scanpy import logging as logg
+
+from .._data import get_matrix, iter_rows, pca, warn_if_counts, dense_rows
+from .._model import DENModel
+from .._pairs import knn, near_pairs
+from .._train import predict, train_embedding
+from .._utils import check_random_state, get_device, make_actual, torch_seed
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+
+
+def embed(
+    adata: AnnData,
+    *,
+    layer: str | None = None,
+    use_rep: str | None = None,
+    n_components: int = 2,
+    n_neighbors: int = 10,
+    n_pcs: int | None = 50,
+    hidden: Sequence[int] = (128, 128),
+    n_epochs: int = 20,
+    batch_size: int = 256,
+    learning_rate: float = 1e-3,
+    ignore: float = 1.0,
+    min_neighbors: int = 1,
+    device: str = "auto",
+    random_state: int | None = 0,
+    key_added: str | None = None,
+    progress_bar: bool = True,
+    copy: bool = False,
+) -> AnnData | None:
+    """Train a Differentiating Embedding Network and embed the cells :cite:p:`Robinson2020`.
+
+    A Siamese network reads the genes of each cell and is trained so that pairs
+    of mutual nearest neighbours land close and distance-weighted random pairs
+    land far apart, under an F-distribution loss. The trained network is
+    *parametric*: :func:`den.tl.transform` places new cells without refitting.
+
+    Parameters
+    ----------
+    adata
+        Annotated data matrix (cells x genes), log-normalised.
+    layer
+        Train on ``adata.layers[layer]`` instead of ``adata.X``.
+    use_rep
+        Representation in ``adata.obsm`` for the nearest-neighbour graph that
+        defines the pairs. Default: ``"X_pca"`` when present, else a PCA den
+        computes (without writing it into ``adata``).
+    n_components
+        Dimension of the embedding.
+    n_neighbors
+        Neighbours per cell for near pairs, and far partners drawn per cell per epoch.
+    n_pcs
+        Width of the frozen PCA layer at the network's input (genes -> PCs),
+        so that training is fast and attributions still land on genes.
+        ``None`` feeds the genes straight into a trainable first layer (slower).
+    hidden
+        Widths of the hidden layers of the MLP.
+    n_epochs
+        Passes over all pairs.
+    batch_size
+        Pairs per optimisation step.
+    learning_rate
+        Adam learning rate.
+    ignore
+        Drop loss terms at or above this value (pairs the network treats as
+        genuinely different); ``1.0`` keeps all.
+    min_neighbors
+        Closest neighbours every cell keeps as near pairs even when not mutual.
+    device
+        ``"auto"`` (one CUDA GPU if available, else CPU), ``"cpu"``, ``"cuda:0"``, ...
+    random_state
+        Seed for the PCA, pair sampling, weights and batching.
+    key_added
+        Write ``obsm[key_added]`` and ``uns[key_added]`` instead of ``obsm["X_den"]`` and ``uns["den"]``.
+    progress_bar
+        Show a progress bar over epochs.
+    copy
+        Return a copy instead of writing to ``adata``.
+
+    Returns
+    -------
+    Returns ``None`` or, with ``copy=True``, a copy of ``adata``, with
+
+    `adata.obsm['X_den' | key_added]` : :class:`numpy.ndarray` (dtype `float32`)
+        DEN coordinates.
+    `adata.uns['den' | key_added]` : :class:`dict`
+        ``params`` (the arguments), ``history`` (mean loss per epoch) and
+        ``model`` (JSON config and weights; see :class:`den.DENModel`).
+
+    Examples
+    --------
+    >>> import scanpy as sc, den
+    >>> adata = sc.datasets.pbmc68k_reduced()
+    >>> den.tl.embed(adata, progress_bar=False)
+    >>> adata.obsm["X_den"].shape
+    (700, 2)
+    """
+    start = logg.info("computing DEN embedding")
+    seed = check_random_state(random_state)
+    key_obsm, key_uns = ("X_den", "den") if key_added is None else (key_added, key_added)
+    _check_params(n_components=n_components, n_neighbors=n_neighbors, n_epochs=n_epochs, batch_size=batch_size,
+                  ignore=ignore, n_pcs=n_pcs)
+    X = get_matrix(adata, layer)
+    where = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
+    if adata.n_obs < n_neighbors + 2:
+        msg = f"den needs more cells than n_neighbors + 1 = {n_neighbors + 1}; got {adata.n_obs}. Lower `n_neighbors`."
+        raise ValueError(msg)
+    if use_rep is not None and use_rep not in adata.obsm:
+        msg = f"use_rep={use_rep!r} is not in adata.obsm (available: {list(adata.obsm)}). Pass an existing key or None."
+        raise KeyError(msg)
+    dev = get_device(device)
+    warn_if_counts(X, where)
+
+    rng = np.random.default_rng(seed)
+    need_pca = n_pcs is not None or (use_rep is None and "X_pca" not in adata.obsm)
+    n_comp_pca = n_pcs if n_pcs is not None else 50
+    if need_pca:
+        mean, components, variance = pca(X, n_comp_pca, random_state=seed)
+        scale = float(np.sqrt(variance[0])) if variance[0] > 0 else 1.0
+        pcs = np.concatenate([(b - mean) @ components for b in iter_rows(X)]).astype(np.float32)
+    rep_key = use_rep if use_rep is not None else ("X_pca" if "X_pca" in adata.obsm else None)
+    rep = np.asarray(adata.obsm[rep_key], dtype=np.float32) if rep_key is not None else pcs
+    if not np.isfinite(rep).all():
+        msg = f"adata.obsm[{rep_key!r}] contains NaN or infinite values; recompute it or pass another `use_rep`."
+        raise ValueError(msg)
+    logg.debug(f"    kNN graph on {rep_key or 'den PCA'} ({rep.shape[1]} dims)")
+    knn_idx, _ = knn(rep, n_neighbors, random_state=seed)
+    near = near_pairs(knn_idx, min_neighbors=min_neighbors)
+
+    config = {
+        "n_genes": int(adata.n_vars),
+        "var_names": [str(v) for v in adata.var_names],
+        "n_components": int(n_components),
+        "hidden": [int(h) for h in hidden],
+        "n_pcs": None if n_pcs is None else int(components.shape[1]),
+        "layer": layer,
+    }
+    with torch_seed(seed):
+        model = DENModel.build(config)
+    encoder = model.encoder
+    if n_pcs is not None:
+        encoder.projection.set_pca(mean, components, scale)
+        inputs = torch.from_numpy(pcs / scale).to(dev)
+        net = encoder.mlp
+    else:
+        net = encoder
+
+        def inputs(idx: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(dense_rows(X, idx)).to(dev)
+
+    net.to(dev)
+    history = train_embedding(
+        net, inputs, rep, near, n_far=n_neighbors, n_components=n_components, n_epochs=n_epochs,
+        batch_size=batch_size, learning_rate=learning_rate, ignore=ignore, rng=rng, device=dev,
+        progress_bar=progress_bar,
+    )
+    if n_pcs is not None:
+        coords = predict(net, inputs, device=dev)
+    else:
+        coords = predict(net, iter_rows(X), device=dev)
+    encoder.cpu().eval()
+
+    params = {
+        "layer": layer, "use_rep": rep_key, "n_components": n_components, "n_neighbors": n_neighbors,
+        "n_pcs": n_pcs, "hidden": list(hidden), "n_epochs": n_epochs, "batch_size": batch_size,
+        "learning_rate": learning_rate, "ignore": ignore, "min_neighbors": min_neighbors,
+        "random_state": seed, "device": str(dev), "n_near_pairs": len(near[0]),
+    }
+    adata = adata.copy() if copy else adata
+    make_actual(adata)
+    adata.obsm[key_obsm] = coords
+    adata.uns[key_uns] = {
+        "params": _h5ad_safe(params),
+        "history": {"loss": np.asarray(history, dtype=np.float64)},
+        "model": model.to_uns(),
+    }
+    logg.info(
+        "    finished",
+        time=start,
+        deep=f"added\n    {key_obsm!r}, DEN coordinates (adata.obsm)\n    {key_uns!r}, parameters, history and model (adata.uns)",
+    )
+    return adata if copy else None
+
+
+def _h5ad_safe(params: dict) -> dict:
+    """h5ad cannot store None: record it as the string "None"."""
+    return {k: ("None" if v is None else v) for k, v in params.items()}
+
+
+def _check_params(*, n_components, n_neighbors, n_epochs, batch_size, ignore, n_pcs) -> None:
+    rules = {
+        "n_components": (n_components, n_components >= 1, "an integer >= 1"),
+        "n_neighbors": (n_neighbors, n_neighbors >= 1, "an integer >= 1"),
+        "n_epochs": (n_epochs, n_epochs >= 1, "an integer >= 1"),
+        "batch_size": (batch_size, batch_size >= 2, "an integer >= 2"),
+        "ignore": (ignore, 0 < ignore <= 1, "a number in (0, 1]"),
+        "n_pcs": (n_pcs, n_pcs is None or n_pcs >= 1, "None or an integer >= 1"),
+    }
+    for name, (value, ok, rule) in rules.items():
+        if not ok:
+            msg = f"Invalid {name}={value!r}; it must be {rule}."
+            raise ValueError(msg)

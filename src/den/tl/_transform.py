@@ -1,0 +1,93 @@
+"""`den.tl.transform`: place new cells on a trained map without refitting."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from scanpy import logging as logg
+
+from .._data import get_matrix
+from .._model import DENModel
+from .._utils import make_actual
+from ._cluster_results import write_clusters
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+
+
+def transform(
+    adata: AnnData,
+    reference: AnnData | DENModel | str | Path,
+    *,
+    key: str = "den",
+    cluster_key: str = "den_clusters",
+    layer: str | None = None,
+    key_added: str | None = None,
+    device: str = "auto",
+    copy: bool = False,
+) -> AnnData | None:
+    """Embed (and assign to clusters) new cells with a trained DEN model.
+
+    Each cell is mapped on its own by the network in evaluation mode, so its
+    coordinates never depend on which other cells are in the query. Genes are
+    matched by name and reordered as needed.
+
+    Parameters
+    ----------
+    adata
+        Query cells, normalised like the reference.
+    reference
+        An AnnData on which :func:`den.tl.embed` ran, a :class:`den.DENModel`,
+        or a folder written by :meth:`den.DENModel.save`.
+    key
+        ``uns`` key of the embedding model when ``reference`` is an AnnData.
+    cluster_key
+        ``uns`` key of the clustering model when ``reference`` is an AnnData;
+        also the key the query's cluster results are written under.
+    layer
+        Query layer to read; default: the layer the model was trained on.
+    key_added
+        ``obsm`` key for the coordinates; default ``"X_den"`` (or ``key`` when it is not ``"den"``).
+    device
+        ``"auto"``, ``"cpu"``, ``"cuda:0"``, ...
+    copy
+        Return a copy instead of writing to ``adata``.
+
+    Returns
+    -------
+    Returns ``None`` or, with ``copy=True``, a copy of ``adata``, with
+
+    `adata.obsm['X_den' | key_added]` : :class:`numpy.ndarray`
+        Coordinates on the reference map.
+    `adata.obs[cluster_key]`, `adata.obsm[cluster_key + '_proba']`, `adata.obs[cluster_key + '_confidence']`
+        Cluster labels, probabilities and confidence, when the reference has a clustering.
+    """
+    start = logg.info("placing cells on the DEN map")
+    model = _resolve_reference(reference, key=key, cluster_key=cluster_key)
+    if layer is None:
+        layer = model.config.get("layer")
+    X = get_matrix(adata, layer)
+    model.gene_index(adata.var_names)  # raises before anything is written
+    coords = model.embed(X, adata.var_names, device=device)
+    proba = model.predict_proba(X, adata.var_names, device=device) if model.has_clusters else None
+
+    key_obsm = key_added or ("X_den" if key == "den" else key)
+    adata = adata.copy() if copy else adata
+    make_actual(adata)
+    adata.obsm[key_obsm] = coords
+    if proba is not None:
+        write_clusters(adata, proba, model.cluster_config["categories"], cluster_key)
+    logg.info("    finished", time=start, deep=f"added\n    {key_obsm!r}, DEN coordinates (adata.obsm)")
+    return adata if copy else None
+
+
+def _resolve_reference(reference, *, key: str, cluster_key: str) -> DENModel:
+    if isinstance(reference, DENModel):
+        return reference
+    if isinstance(reference, str | Path):
+        return DENModel.load(reference)
+    if hasattr(reference, "uns"):
+        return DENModel.from_adata(reference, key=key, cluster_key=cluster_key)
+    msg = f"`reference` must be an AnnData, a den.DENModel or a model folder, not {type(reference).__name__}."
+    raise TypeError(msg)
