@@ -39,7 +39,7 @@ def get_matrix(adata: AnnData, layer: str | None):
     if not (sparse.issparse(X) or isinstance(X, np.ndarray)):
         try:
             X = np.asarray(X)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             msg = f"{where} of type {type(X).__name__} is not supported; use a numpy array or scipy sparse matrix."
             raise TypeError(msg) from e
     if X.dtype.kind not in "biuf":
@@ -72,14 +72,16 @@ def check_finite(X, where: str = "the input") -> None:
     else:
         bad = any(not np.isfinite(b).all() for b in iter_rows(X))
     if bad:
-        msg = f"{where} contains NaN or infinite values. Remove or impute them (e.g. `np.nan_to_num`) before running den."
+        msg = (
+            f"{where} contains NaN or infinite values. Remove or impute them (e.g. `np.nan_to_num`) before running den."
+        )
         raise ValueError(msg)
 
 
 def warn_if_counts(X, where: str = "adata.X") -> None:
     """Warn when the matrix looks like raw counts (integers with a large range)."""
     values = X.data if sparse.issparse(X) else np.asarray(X[: min(X.shape[0], 2000)]).ravel()
-    values = values[: 1_000_000]
+    values = values[:1_000_000]
     if values.size and np.all(values == np.round(values)) and values.max() > 50:
         warnings.warn(
             f"{where} looks like raw counts (integers up to {values.max():.0f}). den works best on "

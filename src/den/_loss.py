@@ -70,13 +70,13 @@ class _FCdf(torch.autograd.Function):
     """Closed-form forward, density as gradient (finite at 0 once chained with d x / d f)."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, v: int) -> torch.Tensor:  # noqa: D102
+    def forward(ctx, x: torch.Tensor, v: int) -> torch.Tensor:
         ctx.save_for_backward(x)
         ctx.v = v
         return _f_cdf_forward(x, v)
 
     @staticmethod
-    def backward(ctx, grad_out: torch.Tensor):  # noqa: D102
+    def backward(ctx, grad_out: torch.Tensor):
         (x,) = ctx.saved_tensors
         grad = f_pdf(x, ctx.v)
         grad = torch.where(torch.isinf(x), torch.zeros_like(grad), grad)

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ._data import CHUNK_ROWS, dense_rows
-from ._train import predict
+from ._train import predict, softmax
 from ._utils import get_device
 from .nn import ClusterHead, Encoder
 
@@ -159,7 +159,7 @@ class DENModel:
         var_names = self.var_names if var_names is None else pd.Index(var_names)
         self.cluster_net.to(dev)
         logits = predict(self.cluster_net, self.iter_inputs(X, var_names), device=dev)
-        return _softmax(logits)
+        return softmax(logits)
 
     # serialisation --------------------------------------------------------------
     def to_uns(self) -> dict[str, Any]:
@@ -247,9 +247,3 @@ class DENModel:
         if self.cluster_config is not None:
             s += f", {self.cluster_config['n_clusters']} clusters"
         return s + ")"
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(1, keepdims=True)
-    e = np.exp(z)
-    return (e / e.sum(1, keepdims=True)).astype(np.float32)

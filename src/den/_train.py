@@ -55,9 +55,7 @@ def train_embedding(
             out = net(x)
             a, c = out[: len(sel)], out[len(sel) :]
             d2 = ((a - c) ** 2).sum(1)
-            loss, _ = pair_loss(
-                d2, torch.from_numpy(is_near[sel]).to(device), n_components=n_components, ignore=ignore
-            )
+            loss, _ = pair_loss(d2, torch.from_numpy(is_near[sel]).to(device), n_components=n_components, ignore=ignore)
             if not torch.isfinite(loss):
                 msg = (
                     "The DEN loss became non-finite. Check the input for extreme values "
@@ -88,7 +86,11 @@ def train_classifier(
     progress_bar: bool,
     desc: str,
 ) -> list[float]:
-    """Fit ``net`` to integer ``labels`` with class-balanced cross-entropy."""
+    """Fit ``net`` to integer ``labels`` with class-balanced cross-entropy.
+
+    ``inputs`` is a tensor on ``device`` or a callable mapping row indices to one.
+    """
+    gather = (lambda idx: inputs[torch.from_numpy(idx).to(device)]) if torch.is_tensor(inputs) else inputs
     n_classes = int(labels.max()) + 1
     counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
     weight = torch.tensor(len(labels) / (n_classes * np.maximum(counts, 1)), dtype=torch.float32, device=device)
@@ -98,11 +100,11 @@ def train_classifier(
     history: list[float] = []
     net.train()
     for _ in progress(range(n_epochs), desc=desc, enabled=progress_bar):
-        order = torch.from_numpy(rng.permutation(len(labels))).to(device)
+        order = rng.permutation(len(labels))
         total, n_batches = 0.0, math.ceil(len(order) / batch_size)
         for b in range(n_batches):
             sel = order[b * batch_size : (b + 1) * batch_size]
-            loss = criterion(net(inputs[sel]), y[sel])
+            loss = criterion(net(gather(sel)), y[torch.from_numpy(sel).to(device)])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -119,3 +121,10 @@ def predict(net: nn.Module, inputs, *, device: torch.device, batch_size: int = 1
     blocks = inputs.split(batch_size) if torch.is_tensor(inputs) else inputs
     out = [net(torch.as_tensor(b, device=device)).float().cpu().numpy() for b in blocks]
     return np.concatenate(out).astype(np.float32)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax in float32."""
+    z = logits - logits.max(1, keepdims=True)
+    e = np.exp(z)
+    return (e / e.sum(1, keepdims=True)).astype(np.float32)

@@ -5,6 +5,6 @@ and :class:`~torch.nn.ReLU` modules, each used once and never in place, which
 is what shap's PyTorch DeepExplainer handles exactly.
 """
 
-from ._modules import ClusterHead, Encoder, InputProjection, SelectOutput
+from ._modules import ClusterHead, Encoder, input_projection, select_output, set_pca
 
-__all__ = ["ClusterHead", "Encoder", "InputProjection", "SelectOutput"]
+__all__ = ["ClusterHead", "Encoder", "input_projection", "select_output", "set_pca"]

@@ -9,25 +9,23 @@ import torch
 from torch import nn
 
 
-class InputProjection(nn.Linear):
-    """Frozen linear map from genes to centred, scaled principal components.
+def input_projection(n_genes: int, n_pcs: int) -> nn.Linear:
+    """A frozen :class:`~torch.nn.Linear` from genes to principal components.
 
-    ``z = (x - mean) @ components / scale``. It is an ordinary
-    :class:`~torch.nn.Linear` whose parameters do not train, so attributions of
-    the whole network still land on genes.
+    Load a PCA into it with :func:`set_pca`. It is a plain ``nn.Linear`` (not a
+    subclass) so that shap's explainers recognise it; its parameters do not
+    train, so attributions of the whole network still land on genes.
     """
+    layer = nn.Linear(n_genes, n_pcs)
+    layer.requires_grad_(False)
+    return layer
 
-    def __init__(self, n_genes: int, n_pcs: int):
-        super().__init__(n_genes, n_pcs)
-        self.weight.requires_grad_(False)
-        self.bias.requires_grad_(False)
 
-    @torch.no_grad()
-    def set_pca(self, mean: np.ndarray, components: np.ndarray, scale: float) -> None:
-        """Load a PCA: ``components`` has shape ``(n_genes, n_pcs)``."""
-        w = components.T / scale
-        self.weight.copy_(torch.as_tensor(w, dtype=self.weight.dtype))
-        self.bias.copy_(torch.as_tensor(-(mean @ components) / scale, dtype=self.bias.dtype))
+@torch.no_grad()
+def set_pca(layer: nn.Linear, mean: np.ndarray, components: np.ndarray, scale: float) -> None:
+    """Make ``layer`` compute ``(x - mean) @ components / scale``; ``components`` is ``(n_genes, n_pcs)``."""
+    layer.weight.copy_(torch.as_tensor(components.T / scale, dtype=layer.weight.dtype))
+    layer.bias.copy_(torch.as_tensor(-(mean @ components) / scale, dtype=layer.bias.dtype))
 
 
 def _mlp(n_in: int, hidden: Sequence[int], n_out: int) -> list[nn.Module]:
@@ -57,10 +55,10 @@ class Encoder(nn.Module):
 
     def __init__(self, n_genes: int, n_components: int, hidden: Sequence[int], n_pcs: int | None):
         super().__init__()
-        self.projection = InputProjection(n_genes, n_pcs) if n_pcs is not None else None
+        self.projection = input_projection(n_genes, n_pcs) if n_pcs is not None else None
         self.mlp = nn.Sequential(*_mlp(n_genes if n_pcs is None else n_pcs, hidden, n_components))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.mlp(x if self.projection is None else self.projection(x))
 
 
@@ -72,15 +70,14 @@ class ClusterHead(nn.Sequential):
         super().__init__(*_mlp(n_components, [width, width], n_clusters))
 
 
-class SelectOutput(nn.Linear):
-    """Fixed linear read-out of logits: one output per row of ``weights``.
+def select_output(weights: np.ndarray) -> nn.Linear:
+    """A fixed :class:`~torch.nn.Linear` read-out of logits, one output per row of ``weights``.
 
-    Used to explain one cluster's logit, or the difference of two, with shap.
+    Used to explain one cluster's logit (a one-hot row) or the difference of two.
     """
-
-    def __init__(self, weights: np.ndarray):
-        weights = np.atleast_2d(np.asarray(weights, dtype=np.float32))
-        super().__init__(weights.shape[1], weights.shape[0], bias=False)
-        with torch.no_grad():
-            self.weight.copy_(torch.from_numpy(weights))
-        self.weight.requires_grad_(False)
+    weights = np.atleast_2d(np.asarray(weights, dtype=np.float32))
+    layer = nn.Linear(weights.shape[1], weights.shape[0], bias=False)
+    with torch.no_grad():
+        layer.weight.copy_(torch.from_numpy(weights))
+    layer.requires_grad_(False)
+    return layer

@@ -9,11 +9,12 @@ import numpy as np
 import torch
 from scanpy import logging as logg
 
-from .._data import get_matrix, iter_rows, pca, warn_if_counts, dense_rows
-from .._model import DENModel
-from .._pairs import knn, near_pairs
-from .._train import predict, train_embedding
-from .._utils import check_random_state, get_device, make_actual, torch_seed
+from den._data import dense_rows, get_matrix, iter_rows, pca, warn_if_counts
+from den._model import DENModel
+from den._pairs import knn, near_pairs
+from den._train import predict, train_embedding
+from den._utils import check_random_state, get_device, make_actual, torch_seed
+from den.nn import set_pca
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -109,8 +110,14 @@ def embed(
     start = logg.info("computing DEN embedding")
     seed = check_random_state(random_state)
     key_obsm, key_uns = ("X_den", "den") if key_added is None else (key_added, key_added)
-    _check_params(n_components=n_components, n_neighbors=n_neighbors, n_epochs=n_epochs, batch_size=batch_size,
-                  ignore=ignore, n_pcs=n_pcs)
+    _check_params(
+        n_components=n_components,
+        n_neighbors=n_neighbors,
+        n_epochs=n_epochs,
+        batch_size=batch_size,
+        ignore=ignore,
+        n_pcs=n_pcs,
+    )
     X = get_matrix(adata, layer)
     where = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
     if adata.n_obs < n_neighbors + 2:
@@ -150,7 +157,7 @@ def embed(
         model = DENModel.build(config)
     encoder = model.encoder
     if n_pcs is not None:
-        encoder.projection.set_pca(mean, components, scale)
+        set_pca(encoder.projection, mean, components, scale)
         inputs = torch.from_numpy(pcs / scale).to(dev)
         net = encoder.mlp
     else:
@@ -161,8 +168,18 @@ def embed(
 
     net.to(dev)
     history = train_embedding(
-        net, inputs, rep, near, n_far=n_neighbors, n_components=n_components, n_epochs=n_epochs,
-        batch_size=batch_size, learning_rate=learning_rate, ignore=ignore, rng=rng, device=dev,
+        net,
+        inputs,
+        rep,
+        near,
+        n_far=n_neighbors,
+        n_components=n_components,
+        n_epochs=n_epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        ignore=ignore,
+        rng=rng,
+        device=dev,
         progress_bar=progress_bar,
     )
     if n_pcs is not None:
@@ -172,10 +189,20 @@ def embed(
     encoder.cpu().eval()
 
     params = {
-        "layer": layer, "use_rep": rep_key, "n_components": n_components, "n_neighbors": n_neighbors,
-        "n_pcs": n_pcs, "hidden": list(hidden), "n_epochs": n_epochs, "batch_size": batch_size,
-        "learning_rate": learning_rate, "ignore": ignore, "min_neighbors": min_neighbors,
-        "random_state": seed, "device": str(dev), "n_near_pairs": len(near[0]),
+        "layer": layer,
+        "use_rep": rep_key,
+        "n_components": n_components,
+        "n_neighbors": n_neighbors,
+        "n_pcs": n_pcs,
+        "hidden": list(hidden),
+        "n_epochs": n_epochs,
+        "batch_size": batch_size,
+        "learning_rate": learning_rate,
+        "ignore": ignore,
+        "min_neighbors": min_neighbors,
+        "random_state": seed,
+        "device": str(dev),
+        "n_near_pairs": len(near[0]),
     }
     adata = adata.copy() if copy else adata
     make_actual(adata)

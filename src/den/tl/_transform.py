@@ -7,9 +7,10 @@ from typing import TYPE_CHECKING
 
 from scanpy import logging as logg
 
-from .._data import get_matrix
-from .._model import DENModel
-from .._utils import make_actual
+from den._data import get_matrix
+from den._model import DENModel
+from den._utils import make_actual
+
 from ._cluster_results import write_clusters
 
 if TYPE_CHECKING:

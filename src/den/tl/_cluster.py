@@ -1,0 +1,210 @@
+"""`den.tl.cluster`: clusters found without k, learnt by a network that assigns new cells."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from scanpy import logging as logg
+
+from den._data import dense_rows, get_matrix, iter_rows
+from den._model import DENModel
+from den._spectral import discover_clusters, spectral_labels
+from den._train import predict, softmax, train_classifier
+from den._utils import check_random_state, get_device, make_actual, torch_seed
+
+from ._cluster_results import write_clusters
+from ._embed import _h5ad_safe
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+
+
+def cluster(
+    adata: AnnData,
+    *,
+    n_clusters: int | None = None,
+    key: str = "den",
+    n_neighbors: int = 15,
+    gamma: float = 1.0,
+    max_clusters: int = 40,
+    head_epochs: int = 30,
+    finetune_epochs: int = 10,
+    batch_size: int = 512,
+    device: str = "auto",
+    random_state: int | None = 0,
+    key_added: str = "den_clusters",
+    progress_bar: bool = True,
+    copy: bool = False,
+) -> AnnData | None:
+    """Find clusters on the DEN map without being told how many, and learn them parametrically.
+
+    1. A Gaussian affinity on the kNN graph of the embedding (bandwidth
+       ``gamma`` x the typical near-pair distance) gives a normalised graph
+       Laplacian; the number of clusters is the largest eigengap among its
+       ``max_clusters + 1`` smallest eigenvalues (or ``n_clusters``).
+    2. k-means on the leading eigenvectors labels the cells.
+    3. A cluster head (MLP on the embedding) learns these labels with
+       class-balanced cross-entropy, then a copy of the encoder and the head are
+       fine-tuned end to end. The map in ``obsm`` stays as :func:`den.tl.embed`
+       made it; the clustering network assigns new cells in :func:`den.tl.transform`.
+
+    Parameters
+    ----------
+    adata
+        AnnData on which :func:`den.tl.embed` ran.
+    n_clusters
+        Force this many clusters instead of discovering k.
+    key
+        ``uns``/``obsm`` key of the embedding (``"den"`` -> ``obsm["X_den"]``).
+    n_neighbors
+        Neighbours per cell in the affinity graph.
+    gamma
+        Bandwidth scale, the resolution knob: smaller values cut the graph
+        into more clusters, larger ones merge them.
+    max_clusters
+        Largest k considered by the eigengap rule.
+    head_epochs
+        Epochs training the cluster head on the embedding.
+    finetune_epochs
+        Epochs fine-tuning encoder + head end to end (learning rate 1e-4).
+    batch_size
+        Cells per optimisation step.
+    device
+        ``"auto"``, ``"cpu"``, ``"cuda:0"``, ...
+    random_state
+        Seed for the eigensolver start, k-means and the networks.
+    key_added
+        Key of the results in ``obs``, ``obsm`` and ``uns``.
+    progress_bar
+        Show progress bars.
+    copy
+        Return a copy instead of writing to ``adata``.
+
+    Returns
+    -------
+    Returns ``None`` or, with ``copy=True``, a copy of ``adata``, with
+
+    `adata.obs['den_clusters' | key_added]` : :class:`pandas.Categorical`
+        Cluster labels ``"0"``, ``"1"``, ... (``"0"`` the largest spectral cluster).
+    `adata.obsm['den_clusters_proba']` : :class:`numpy.ndarray`
+        Class probabilities (cells x clusters).
+    `adata.obs['den_clusters_confidence']` : :class:`numpy.ndarray`
+        Largest class probability.
+    `adata.uns['den_clusters']` : :class:`dict`
+        ``params``, ``eigenvalues``, ``n_clusters``, ``history`` and the clustering ``model``.
+    """
+    start = logg.info("computing DEN clusters")
+    seed = check_random_state(random_state)
+    model = DENModel.from_adata(adata, key=key, cluster_key=None)
+    emb_key = "X_den" if key == "den" else key
+    if emb_key not in adata.obsm:
+        msg = f"adata.obsm[{emb_key!r}] is missing. Run `den.tl.embed(adata)` first."
+        raise KeyError(msg)
+    if n_clusters is not None and not (1 <= n_clusters < adata.n_obs):
+        msg = f"n_clusters={n_clusters} must be between 1 and the number of cells - 1."
+        raise ValueError(msg)
+    if gamma <= 0 or max_clusters < 2:
+        msg = "`gamma` must be > 0 and `max_clusters` >= 2."
+        raise ValueError(msg)
+    X = get_matrix(adata, model.config.get("layer"))
+    model.gene_index(adata.var_names)
+    dev = get_device(device)
+    emb = np.asarray(adata.obsm[emb_key], dtype=np.float64)
+
+    spectrum = discover_clusters(
+        emb,
+        n_neighbors=min(n_neighbors, adata.n_obs - 2),
+        gamma=gamma,
+        max_clusters=max_clusters,
+        n_clusters=n_clusters,
+        random_state=seed,
+    )
+    k = spectrum.n_clusters
+    labels = spectral_labels(spectrum, random_state=seed)
+    logg.info(f"    found {k} clusters (eigengap)" if n_clusters is None else f"    {k} clusters (forced)")
+
+    rng = np.random.default_rng(seed)
+    with torch_seed(seed):
+        net = model.make_cluster_net(k)
+    encoder, head = net[0], net[1]
+    history = {}
+    head.to(dev)
+    history["head"] = train_classifier(
+        head,
+        torch.from_numpy(emb.astype(np.float32)).to(dev),
+        labels,
+        n_epochs=head_epochs,
+        batch_size=batch_size,
+        learning_rate=1e-3,
+        rng=rng,
+        device=dev,
+        progress_bar=progress_bar,
+        desc="DEN cluster head",
+    )
+    if encoder.projection is not None:
+        inputs = predict(encoder.projection, iter_rows(X), device=torch.device("cpu"))
+        inputs = torch.from_numpy(inputs).to(dev)
+        trainable = torch.nn.Sequential(encoder.mlp, head)
+    else:
+        inputs = lambda idx: torch.from_numpy(dense_rows(X, idx)).to(dev)
+        trainable = net
+    trainable.to(dev)
+    if finetune_epochs > 0:
+        history["finetune"] = train_classifier(
+            trainable,
+            inputs,
+            labels,
+            n_epochs=finetune_epochs,
+            batch_size=batch_size,
+            learning_rate=1e-4,
+            rng=rng,
+            device=dev,
+            progress_bar=progress_bar,
+            desc="DEN fine-tuning",
+        )
+    if torch.is_tensor(inputs):
+        logits = predict(trainable, inputs, device=dev)
+    else:
+        logits = predict(net.to(dev), iter_rows(X), device=dev)
+    net.cpu().eval()
+    proba = softmax(logits)
+
+    categories = [str(c) for c in range(k)]
+    model.attach_clusters(
+        {"n_clusters": k, "categories": categories}, {kk: v.numpy() for kk, v in net.state_dict().items()}
+    )
+    params = {
+        "n_clusters": n_clusters,
+        "embedding_key": key,
+        "n_neighbors": n_neighbors,
+        "gamma": gamma,
+        "max_clusters": max_clusters,
+        "head_epochs": head_epochs,
+        "finetune_epochs": finetune_epochs,
+        "batch_size": batch_size,
+        "random_state": seed,
+        "device": str(dev),
+    }
+    adata = adata.copy() if copy else adata
+    make_actual(adata)
+    write_clusters(adata, proba, categories, key_added)
+    adata.uns[key_added] = {
+        "params": _h5ad_safe(params),
+        "n_clusters": k,
+        "eigenvalues": spectrum.eigenvalues.astype(np.float64),
+        "bandwidth": spectrum.bandwidth,
+        "spectral_labels": labels.astype(np.int32),
+        "history": {name: np.asarray(h, dtype=np.float64) for name, h in history.items()},
+        "model": model.cluster_to_uns(),
+    }
+    logg.info(
+        "    finished",
+        time=start,
+        deep=(
+            f"added\n    {key_added!r}, cluster labels (adata.obs)\n    {key_added + '_proba'!r}, "
+            f"probabilities (adata.obsm)\n    {key_added!r}, parameters, spectrum and model (adata.uns)"
+        ),
+    )
+    return adata if copy else None

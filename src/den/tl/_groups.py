@@ -1,0 +1,163 @@
+"""Shared by the SHAP tools: which network explains which grouping, samples and group means."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy import sparse
+from torch import nn
+
+from den._data import get_matrix
+from den._model import DENModel, _load_state, _state_to_numpy
+from den._train import train_classifier
+from den._utils import torch_seed
+from den.nn import ClusterHead
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+
+
+@dataclass
+class GroupNetwork:
+    """A network from genes to one logit per group, and the grouping it explains."""
+
+    model: DENModel
+    net: nn.Module
+    categories: list[str]  #: output i <-> categories[i]
+    labels: pd.Categorical  #: each cell's group
+    X: object  #: the matrix the model reads
+    head: dict | None  #: weights + config of a head trained here (None for den's own clustering)
+
+
+def group_network(
+    adata: AnnData,
+    groupby: str,
+    *,
+    key: str,
+    random_state: int,
+    head_epochs: int = 30,
+    stored_head: dict | None = None,
+) -> GroupNetwork:
+    """The network that explains ``groupby``.
+
+    For a den clustering (``uns[groupby]`` holds its model) this is den's
+    clustering network. For any other categorical column, a cluster head is
+    trained on the DEN embedding to predict it (or ``stored_head`` is reused).
+    """
+    if groupby not in adata.obs:
+        hint = " Run `den.tl.cluster(adata)` first." if groupby == "den_clusters" else ""
+        msg = f"groupby={groupby!r} is not a column of adata.obs.{hint}"
+        raise KeyError(msg)
+    col = adata.obs[groupby]
+    if not isinstance(col.dtype, pd.CategoricalDtype):
+        if col.dtype.kind == "f":
+            msg = f"adata.obs[{groupby!r}] is numeric; marker features need a categorical grouping."
+            raise ValueError(msg)
+        col = col.astype(str).astype("category")
+    labels = pd.Categorical(col)
+    uentry = adata.uns.get(groupby)
+    own = isinstance(uentry, dict) and "model" in uentry
+    model = DENModel.from_adata(adata, key=key, cluster_key=groupby if own else None)
+    X = get_matrix(adata, model.config.get("layer"))
+    model.gene_index(adata.var_names)
+    if own and model.has_clusters:
+        cats = [str(c) for c in model.cluster_config["categories"]]
+        return GroupNetwork(model, model.cluster_net, cats, labels, X, None)
+    if labels.isna().any():
+        msg = f"adata.obs[{groupby!r}] has missing values; fill or drop them first."
+        raise ValueError(msg)
+    cats = [str(c) for c in labels.categories]
+    k = len(cats)
+    if k < 2:
+        msg = f"adata.obs[{groupby!r}] has fewer than two groups; nothing to tell apart."
+        raise ValueError(msg)
+    emb_key = "X_den" if key == "den" else key
+    head = ClusterHead(model.config["n_components"], k)
+    if stored_head is not None and json.loads(str(stored_head["config"]))["categories"] == cats:
+        _load_state(head, stored_head["weights"])
+    else:
+        with torch_seed(random_state):
+            head = ClusterHead(model.config["n_components"], k)
+        train_classifier(
+            head,
+            torch.from_numpy(np.asarray(adata.obsm[emb_key], dtype=np.float32)),
+            labels.codes.astype(np.int64),
+            n_epochs=head_epochs,
+            batch_size=512,
+            learning_rate=1e-3,
+            rng=np.random.default_rng(random_state),
+            device=torch.device("cpu"),
+            progress_bar=False,
+            desc="head",
+        )
+    head.eval()
+    stored = {"config": json.dumps({"categories": cats, "groupby": groupby}), "weights": _state_to_numpy(head)}
+    return GroupNetwork(model, nn.Sequential(model.encoder, head).eval(), cats, labels, X, stored)
+
+
+def sample_cells(mask: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Up to ``n`` indices where ``mask`` is true, sorted, drawn without replacement."""
+    idx = np.flatnonzero(mask)
+    if len(idx) > n:
+        idx = np.sort(rng.choice(idx, n, replace=False))
+    return idx
+
+
+def stratified_background(labels: pd.Categorical, n: int, rng: np.random.Generator) -> np.ndarray:
+    """About ``n`` cells, drawn per group in proportion to its size (at least one each)."""
+    codes = np.asarray(labels.codes)
+    total = len(codes)
+    picks = []
+    for c in np.unique(codes[codes >= 0]):
+        members = np.flatnonzero(codes == c)
+        m = max(1, round(n * len(members) / total))
+        picks.append(rng.choice(members, min(m, len(members)), replace=False))
+    return np.sort(np.concatenate(picks))
+
+
+def rows(gn: GroupNetwork, adata: AnnData, idx: np.ndarray) -> np.ndarray:
+    """Dense float32 model inputs (training gene order) of the cells ``idx``."""
+    from den._data import dense_rows
+
+    block = dense_rows(gn.X, idx)
+    cols = gn.model.gene_index(adata.var_names)
+    return block if cols is None else block[:, cols]
+
+
+def log_means(
+    adata: AnnData, gn: GroupNetwork, masks: dict[str, np.ndarray]
+) -> tuple[dict[str, np.ndarray] | None, str]:
+    """Per-mask gene means on a log1p scale, for fold changes, and where they came from.
+
+    Uses ``adata.raw`` when it holds the model's genes and is non-negative
+    (scanpy's convention), else the model's input when non-negative; otherwise
+    (e.g. scaled data) returns ``None``.
+    """
+    genes = gn.model.var_names
+    candidates = []
+    if adata.raw is not None and genes.isin(adata.raw.var_names).all():
+        candidates.append(("raw", adata.raw.X, adata.raw.var_names.get_indexer(genes)))
+    candidates.append(
+        ("X" if gn.model.config.get("layer") is None else "layer", gn.X, gn.model.gene_index(adata.var_names))
+    )
+    for name, M, cols in candidates:
+        vals = M.data if sparse.issparse(M) else M
+        if np.min(vals) < 0:
+            continue
+        out = {}
+        for label, mask in masks.items():
+            sub = M[np.flatnonzero(mask)]
+            mean = np.asarray(sub.mean(0), dtype=np.float64).ravel()
+            out[label] = mean if cols is None else mean[cols]
+        return out, name
+    return None, "none (input is not on a non-negative log scale)"
+
+
+def log2_fold_change(mean_a: np.ndarray, mean_b: np.ndarray) -> np.ndarray:
+    """Scanpy's fold change of log1p means: log2((expm1(a) + 1e-9) / (expm1(b) + 1e-9))."""
+    return np.log2((np.expm1(mean_a) + 1e-9) / (np.expm1(mean_b) + 1e-9))

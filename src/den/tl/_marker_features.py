@@ -1,0 +1,178 @@
+"""`den.tl.marker_features`: SHAP-ranked genes per group, in scanpy's rank_genes_groups layout."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import pandas as pd
+from scanpy import logging as logg
+
+from den._explain import explain
+from den._utils import check_random_state, make_actual
+
+from ._embed import _h5ad_safe
+from ._groups import group_network, log2_fold_change, log_means, rows, sample_cells, stratified_background
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+
+_DTYPES = {"names": "O", "scores": "float32", "logfoldchanges": "float32", "pvals": "float64", "pvals_adj": "float64"}
+
+
+def marker_features(
+    adata: AnnData,
+    *,
+    groupby: str = "den_clusters",
+    key: str = "den",
+    n_genes: int | None = None,
+    n_background: int = 200,
+    max_cells_per_group: int = 200,
+    explainer: Literal["deep", "gradient"] = "deep",
+    random_state: int | None = 0,
+    progress_bar: bool = True,
+    key_added: str = "den_marker_features",
+    copy: bool = False,
+) -> AnnData | None:
+    """Rank the genes that put cells in their group, by SHAP values of the DEN network.
+
+    For each group, up to ``max_cells_per_group`` of its cells are explained:
+    SHAP values of the full network (genes -> encoder -> cluster head) for the
+    *logit* of the cell's own group, against a seeded, group-stratified
+    background of ``n_background`` cells. A gene's score in a group is its mean
+    SHAP value over the group's explained cells (sign kept: positive pushes
+    cells into the group); mean |SHAP| is kept too.
+
+    The explainer is shap's DeepExplainer, exact for den's Linear/ReLU networks;
+    its additivity check stays on, and if it ever fails the group is explained
+    with GradientExplainer instead, with a warning and a note in ``uns``.
+
+    Parameters
+    ----------
+    adata
+        AnnData with a DEN embedding (and, for ``groupby="den_clusters"``, :func:`den.tl.cluster`).
+    groupby
+        Grouping to explain: den's clustering, or any categorical ``obs`` column
+        (then a head is trained on the DEN embedding to predict it, and explained).
+    key
+        ``uns`` key of the embedding model.
+    n_genes
+        Genes stored per group in the ranked arrays; default all.
+    n_background
+        Background (reference) cells, drawn in proportion to group sizes.
+    max_cells_per_group
+        Cells explained per group (a seeded random subset of larger groups).
+    explainer
+        ``"deep"`` (DeepExplainer) or ``"gradient"`` (GradientExplainer).
+    random_state
+        Seed for the background, the explained cells and any head trained here.
+    progress_bar
+        Show a progress bar over groups.
+    key_added
+        ``uns`` key of the result.
+    copy
+        Return a copy instead of writing to ``adata``.
+
+    Returns
+    -------
+    Returns ``None`` or, with ``copy=True``, a copy of ``adata``, with
+
+    `adata.uns['den_marker_features' | key_added]` : :class:`dict`
+        In the layout of :func:`scanpy.tl.rank_genes_groups`, so that
+        :func:`scanpy.get.rank_genes_groups_df` and
+        :func:`scanpy.pl.rank_genes_groups_dotplot` read it (``key=key_added``):
+        ``names``, ``scores`` (mean SHAP of the group's logit),
+        ``logfoldchanges`` (group vs rest, from ``adata.raw`` or the input when
+        on a log1p scale, else NaN), ``pvals``/``pvals_adj`` (NaN: no test is
+        made), ``params``; plus ``mean_shap`` and ``mean_abs_shap`` (genes x
+        groups DataFrames), the per-cell ``shap_values`` with ``shap_cells``,
+        ``shap_groups`` and ``base_values``, and an ``explainers`` table with
+        each group's explainer and largest additivity error.
+    """
+    start = logg.info("computing SHAP marker features")
+    seed = check_random_state(random_state)
+    if n_background < 1 or max_cells_per_group < 1:
+        msg = "`n_background` and `max_cells_per_group` must be >= 1."
+        raise ValueError(msg)
+    gn = group_network(adata, groupby, key=key, random_state=seed)
+    rng = np.random.default_rng(seed)
+    genes = gn.model.var_names
+    codes_by_name = {c: i for i, c in enumerate(gn.labels.categories.astype(str))}
+    bg_idx = stratified_background(gn.labels, n_background, rng)
+    background = rows(gn, adata, bg_idx)
+
+    groups = [g for g in gn.categories if g in codes_by_name and (gn.labels.codes == codes_by_name[g]).any()]
+    if not groups:
+        msg = f"No cell of adata.obs[{groupby!r}] belongs to a group the network knows."
+        raise ValueError(msg)
+    from den._utils import progress
+
+    values, cells, cell_groups, base, table = [], [], [], {}, []
+    for g in progress(groups, desc="SHAP per group", enabled=progress_bar):
+        idx = sample_cells(gn.labels.codes == codes_by_name[g], max_cells_per_group, rng)
+        readout = np.eye(len(gn.categories), dtype=np.float32)[gn.categories.index(g)]
+        att = explain(gn.net, readout, rows(gn, adata, idx), background, method=explainer, random_state=seed)
+        values.append(att.values)
+        cells.append(adata.obs_names[idx].to_numpy())
+        cell_groups += [g] * len(idx)
+        base[g] = att.base_value
+        table.append(
+            {
+                "group": g,
+                "n_cells": len(idx),
+                "explainer": att.explainer,
+                "max_additivity_error": att.max_additivity_error,
+                "note": "; ".join(att.notes),
+            }
+        )
+
+    mean_shap = pd.DataFrame({g: v.mean(0) for g, v in zip(groups, values, strict=True)}, index=genes)
+    mean_abs = pd.DataFrame({g: np.abs(v).mean(0) for g, v in zip(groups, values, strict=True)}, index=genes)
+    codes = np.asarray(gn.labels.codes)
+    masks = {g: codes == codes_by_name[g] for g in groups}
+    means, lfc_source = log_means(adata, gn, {**dict(masks.items()), **{f"rest:{g}": ~m for g, m in masks.items()}})
+    n_keep = len(genes) if n_genes is None else int(min(n_genes, len(genes)))
+    ranked = {col: {} for col in _DTYPES}
+    for g in groups:
+        order = np.argsort(-mean_shap[g].to_numpy(), kind="stable")[:n_keep]
+        lfc = log2_fold_change(means[g], means[f"rest:{g}"])[order] if means else np.full(n_keep, np.nan)
+        ranked["names"][g] = genes[order].to_numpy().astype(object)
+        ranked["scores"][g] = mean_shap[g].to_numpy()[order]
+        ranked["logfoldchanges"][g] = lfc
+        ranked["pvals"][g] = np.full(n_keep, np.nan)
+        ranked["pvals_adj"][g] = np.full(n_keep, np.nan)
+    result = {col: pd.DataFrame(ranked[col]).to_records(index=False, column_dtypes=_DTYPES[col]) for col in _DTYPES}
+    params = {
+        "groupby": groupby,
+        "reference": "rest",
+        "method": "den_shap",
+        "use_raw": False,
+        "layer": gn.model.config.get("layer"),
+        "corr_method": "none",
+        "explainer": explainer,
+        "output": "logit",
+        "n_background": n_background,
+        "max_cells_per_group": max_cells_per_group,
+        "n_genes": n_genes,
+        "random_state": seed,
+        "embedding_key": key,
+        "logfoldchanges_from": lfc_source,
+    }
+    entry = {
+        "params": _h5ad_safe(params),
+        **result,
+        "mean_shap": mean_shap,
+        "mean_abs_shap": mean_abs,
+        "shap_values": np.concatenate(values).astype(np.float32),
+        "shap_cells": np.concatenate(cells).astype(str),
+        "shap_groups": np.asarray(cell_groups, dtype=str),
+        "base_values": pd.Series(base, dtype=np.float64).to_frame("base_value"),
+        "explainers": pd.DataFrame(table).set_index("group"),
+    }
+    if gn.head is not None:
+        entry["model"] = gn.head
+    adata = adata.copy() if copy else adata
+    make_actual(adata)
+    adata.uns[key_added] = entry
+    logg.info("    finished", time=start, deep=f"added\n    {key_added!r}, SHAP-ranked genes per group (adata.uns)")
+    return adata if copy else None
