@@ -1,3 +1,15 @@
-"""Plots."""
+"""Plots: the map, its training, the cluster spectrum and SHAP explanations."""
 
-__all__: list[str] = []
+from ._embedding import embedding, history
+from ._markers import cell_features, differentiating_features, marker_features, shap_summary
+from ._spectrum import spectrum
+
+__all__ = [
+    "cell_features",
+    "differentiating_features",
+    "embedding",
+    "history",
+    "marker_features",
+    "shap_summary",
+    "spectrum",
+]

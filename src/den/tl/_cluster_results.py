@@ -14,8 +14,13 @@ if TYPE_CHECKING:
 
 
 def write_clusters(adata: AnnData, proba: np.ndarray, categories: Sequence[str], key: str) -> None:
-    """Write labels (categorical, natural order), probabilities and confidence."""
+    """Write labels (categorical, natural order), probabilities and confidence.
+
+    Clusters no cell is assigned to are dropped from the categories (scanpy's
+    plots expect every category to have cells); ``proba`` keeps one column per
+    network output.
+    """
     labels = np.asarray(categories)[proba.argmax(1)]
-    adata.obs[key] = pd.Categorical(labels, categories=list(categories))
+    adata.obs[key] = pd.Categorical(labels, categories=list(categories)).remove_unused_categories()
     adata.obsm[f"{key}_proba"] = proba.astype(np.float32)
     adata.obs[f"{key}_confidence"] = proba.max(1).astype(np.float32)

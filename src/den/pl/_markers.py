@@ -1,0 +1,241 @@
+"""Plots of SHAP explanations: marker heatmap, beeswarm, waterfall and differentiating genes."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from den.pl._utils import finish, new_axes, uns_entry
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+    from matplotlib.axes import Axes
+
+
+def marker_features(
+    adata: AnnData,
+    *,
+    key: str = "den_marker_features",
+    n_genes: int = 5,
+    groups: list[str] | None = None,
+    kind: Literal["heatmap", "dotplot"] = "heatmap",
+    ax: Axes | None = None,
+    show: bool | None = None,
+    return_fig: bool = False,
+    **kwargs,
+):
+    """Top SHAP marker genes of each group.
+
+    ``kind="heatmap"`` draws groups x top genes coloured by mean SHAP value of
+    each group's own logit (red: pushes cells into the row's group).
+    ``kind="dotplot"`` hands the result to
+    :func:`scanpy.pl.rank_genes_groups_dotplot` (expression dots, ``**kwargs``
+    passed on; it computes a dendrogram unless ``dendrogram=False``).
+
+    Parameters
+    ----------
+    adata
+        AnnData on which :func:`den.tl.marker_features` ran.
+    key
+        ``uns`` key of the result.
+    n_genes
+        Top genes per group.
+    groups
+        Subset of groups to show.
+    kind
+        ``"heatmap"`` or ``"dotplot"``.
+    ax, show, return_fig
+        Draw into ``ax``; show the plot (default: scanpy's ``autoshow``);
+        return the :class:`~matplotlib.figure.Figure` instead of the axes.
+    """
+    entry = uns_entry(adata, key, "marker_features")
+    all_groups = list(entry["names"].dtype.names)
+    groups = all_groups if groups is None else [str(g) for g in groups]
+    if missing := [g for g in groups if g not in all_groups]:
+        msg = f"Groups {missing} are not in adata.uns[{key!r}] (groups: {all_groups})."
+        raise KeyError(msg)
+    if kind == "dotplot":
+        import scanpy as sc
+
+        return sc.pl.rank_genes_groups_dotplot(
+            adata, key=key, n_genes=n_genes, groups=groups, ax=ax, show=show, return_fig=return_fig, **kwargs
+        )
+    genes = list(dict.fromkeys(g for grp in groups for g in list(entry["names"][grp][:n_genes])))
+    mean_shap: pd.DataFrame = entry["mean_shap"]
+    mat = mean_shap.loc[genes, groups].to_numpy().T
+    fig, ax = new_axes(ax, (max(4, 0.32 * len(genes) + 2), max(2.5, 0.35 * len(groups) + 1.2)))
+    lim = float(np.abs(mat).max()) or 1.0
+    im = ax.imshow(mat, aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim)
+    ax.set_xticks(range(len(genes)), genes, rotation=90)
+    ax.set_yticks(range(len(groups)), groups)
+    ax.set_ylabel(entry["params"]["groupby"])
+    ax.set_title("mean SHAP of each group's logit")
+    fig.colorbar(im, ax=ax, fraction=0.04, pad=0.02, label="mean SHAP")
+    return finish(fig, ax, show=show, return_fig=return_fig)
+
+
+def _explanation(values, base, data, genes):
+    import shap
+
+    return shap.Explanation(values=values, base_values=base, data=data, feature_names=list(map(str, genes)))
+
+
+def shap_summary(
+    adata: AnnData,
+    group: str,
+    *,
+    key: str = "den_marker_features",
+    n_genes: int = 10,
+    ax: Axes | None = None,
+    show: bool | None = None,
+    return_fig: bool = False,
+):
+    """Beeswarm of one group's SHAP values: each dot a cell, coloured by the gene's expression.
+
+    Parameters
+    ----------
+    adata
+        AnnData on which :func:`den.tl.marker_features` ran.
+    group
+        Group to show.
+    key
+        ``uns`` key of the result.
+    n_genes
+        Genes shown (largest mean |SHAP| first).
+    ax, show, return_fig
+        Draw into ``ax``; show the plot (default: scanpy's ``autoshow``);
+        return the :class:`~matplotlib.figure.Figure` instead of the axes.
+    """
+    import shap
+
+    from den._data import get_matrix
+    from den._model import DENModel
+    from den.tl._groups import model_rows
+
+    entry = uns_entry(adata, key, "marker_features")
+    group = str(group)
+    sel = np.asarray(entry["shap_groups"]) == group
+    if not sel.any():
+        msg = f"No explained cells of group {group!r} in adata.uns[{key!r}] (groups: {sorted(set(entry['shap_groups']))})."
+        raise KeyError(msg)
+    values = np.asarray(entry["shap_values"])[sel]
+    cells = adata.obs_names.get_indexer(np.asarray(entry["shap_cells"])[sel])
+    model = DENModel.from_adata(adata, key=entry["params"]["embedding_key"], cluster_key=None)
+    data = model_rows(model, get_matrix(adata, model.config.get("layer")), adata.var_names, cells)
+    base = float(entry["base_values"].loc[group, "base_value"])
+    fig, ax = new_axes(ax, (5, 0.35 * n_genes + 1.5))
+    shap.plots.beeswarm(
+        _explanation(values, np.full(len(values), base), data, model.var_names),
+        max_display=n_genes,
+        ax=ax,
+        show=False,
+        plot_size=None,
+    )
+    ax.set_title(f"{entry['params']['groupby']} {group}: SHAP of its logit")
+    return finish(fig, ax, show=show, return_fig=return_fig)
+
+
+def cell_features(
+    adata: AnnData,
+    cell: str,
+    *,
+    key: str = "den",
+    cluster_key: str = "den_clusters",
+    n_genes: int = 10,
+    n_background: int = 200,
+    random_state: int = 0,
+    show: bool | None = None,
+    return_fig: bool = False,
+):
+    """Waterfall of the genes behind one cell's den cluster logit.
+
+    The cell is explained on the spot against a seeded, cluster-stratified background.
+
+    Parameters
+    ----------
+    adata
+        AnnData on which :func:`den.tl.cluster` ran.
+    cell
+        Cell name (``obs_names``).
+    key, cluster_key
+        ``uns`` keys of the embedding and the clustering.
+    n_genes
+        Genes shown.
+    n_background
+        Background cells.
+    random_state
+        Seed of the background draw.
+    show, return_fig
+        Show the plot (default: scanpy's ``autoshow``); return the
+        :class:`~matplotlib.figure.Figure` instead of the axes.
+    """
+    import shap
+
+    from den._explain import explain
+    from den.tl._groups import group_network, rows, stratified_background
+
+    if cell not in adata.obs_names:
+        msg = f"Cell {cell!r} is not in adata.obs_names."
+        raise KeyError(msg)
+    gn = group_network(adata, cluster_key, key=key, random_state=random_state)
+    i = adata.obs_names.get_loc(cell)
+    group = str(adata.obs[cluster_key].iloc[i])
+    readout = np.eye(len(gn.categories), dtype=np.float32)[gn.categories.index(group)]
+    bg = stratified_background(gn.labels, n_background, np.random.default_rng(random_state))
+    x = rows(gn, adata, np.array([i]))
+    att = explain(gn.net, readout, x, rows(gn, adata, bg), random_state=random_state)
+    plt.figure(figsize=(6, 0.4 * n_genes + 1.5))
+    shap.plots.waterfall(
+        _explanation(att.values[0], att.base_value, x[0], gn.model.var_names), max_display=n_genes, show=False
+    )
+    fig = plt.gcf()
+    ax = fig.axes[0]
+    ax.set_title(f"cell {cell}: logit of {cluster_key} {group}")
+    return finish(fig, ax, show=show, return_fig=return_fig)
+
+
+def differentiating_features(
+    adata: AnnData,
+    group1: str,
+    group2: str,
+    *,
+    key: str = "den_differentiating_features",
+    n_genes: int = 15,
+    ax: Axes | None = None,
+    show: bool | None = None,
+    return_fig: bool = False,
+):
+    """Bar chart of the genes that most move cells from ``group2`` towards ``group1`` (and back).
+
+    Parameters
+    ----------
+    adata
+        AnnData on which :func:`den.tl.differentiating_features` ran for these groups.
+    group1, group2
+        The compared groups (or cells).
+    key
+        ``uns`` key of the results.
+    n_genes
+        Genes shown at each end of the ranking.
+    ax, show, return_fig
+        Draw into ``ax``; show the plot (default: scanpy's ``autoshow``);
+        return the :class:`~matplotlib.figure.Figure` instead of the axes.
+    """
+    store = uns_entry(adata, key, "differentiating_features")
+    name = f"{group1}_vs_{group2}"
+    if name not in store:
+        msg = f"No comparison {name!r} in adata.uns[{key!r}]. Run `den.tl.differentiating_features(adata, {group1!r}, {group2!r})` first."
+        raise KeyError(msg)
+    df = store[name]["table"]
+    top = pd.concat([df.head(n_genes), df.tail(n_genes)]).drop_duplicates("names")
+    top = top[top["score"] != 0].iloc[::-1]
+    fig, ax = new_axes(ax, (5, 0.25 * len(top) + 1.5))
+    colors = np.where(top["score"] > 0, "C3", "C0")
+    ax.barh(top["names"].astype(str), top["score"], color=colors)
+    ax.axvline(0, color="0.3", lw=0.8)
+    ax.set_xlabel(f"mean SHAP of logit({group1}) - logit({group2})")
+    ax.set_title(f"{group1} vs {group2}")
+    return finish(fig, ax, show=show, return_fig=return_fig)

@@ -1,0 +1,48 @@
+"""The Laplacian spectrum behind the number of clusters."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from den.pl._utils import finish, new_axes, uns_entry
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+    from matplotlib.axes import Axes
+
+
+def spectrum(
+    adata: AnnData,
+    *,
+    key: str = "den_clusters",
+    ax: Axes | None = None,
+    show: bool | None = None,
+    return_fig: bool = False,
+):
+    """Smallest eigenvalues of the graph Laplacian, with the chosen number of clusters marked.
+
+    Parameters
+    ----------
+    adata
+        AnnData on which :func:`den.tl.cluster` ran.
+    key
+        ``uns`` key of the clustering.
+    ax, show, return_fig
+        Draw into ``ax``; show the plot (default: scanpy's ``autoshow``);
+        return the :class:`~matplotlib.figure.Figure` instead of the axes.
+    """
+    entry = uns_entry(adata, key, "cluster")
+    evals = np.asarray(entry["eigenvalues"])
+    k = int(entry["n_clusters"])
+    fig, ax = new_axes(ax, (4.5, 3))
+    pos = np.arange(1, len(evals) + 1)
+    ax.plot(pos, evals, "o-", ms=3, color="0.4")
+    ax.plot(pos[:k], evals[:k], "o", ms=5, color="C3", label=f"{k} clusters")
+    ax.axvline(k + 0.5, color="C3", ls="--", lw=1)
+    ax.set_xlabel("index")
+    ax.set_ylabel("eigenvalue of the normalised Laplacian")
+    ax.set_title("DEN cluster spectrum")
+    ax.legend(frameon=False)
+    return finish(fig, ax, show=show, return_fig=return_fig)

@@ -1,0 +1,42 @@
+"""What every den plot shares: axes creation and scanpy's show / return_fig convention."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import matplotlib.pyplot as plt
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+
+def new_axes(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Figure, Axes]:
+    """Use ``ax``, or make a figure with one axes."""
+    if ax is not None:
+        return ax.figure, ax
+    fig, ax = plt.subplots(figsize=figsize)
+    return fig, ax
+
+
+def finish(fig: Figure, ax: Axes, *, show: bool | None, return_fig: bool) -> Figure | Axes | None:
+    """Show (``show=None`` follows ``scanpy.settings.autoshow``) or return the figure or axes."""
+    import scanpy as sc
+
+    if return_fig:
+        return fig
+    if show is None:
+        show = sc.settings.autoshow
+    if show:
+        plt.show()
+        return None
+    return ax
+
+
+def uns_entry(adata, key: str, tool: str) -> dict:
+    """``adata.uns[key]``, or an error naming the tool that writes it."""
+    entry = adata.uns.get(key)
+    if not isinstance(entry, dict):
+        msg = f"adata.uns[{key!r}] not found. Run `den.tl.{tool}` first (or pass its `key`)."
+        raise KeyError(msg)
+    return entry
