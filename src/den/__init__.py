@@ -2,7 +2,7 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import pl, tl
+from . import datasets, pl, tl
 from ._model import DENModel
 
 try:
@@ -10,4 +10,4 @@ try:
 except PackageNotFoundError:  # pragma: no cover
     __version__ = "unknown"
 
-__all__ = ["DENModel", "pl", "tl"]
+__all__ = ["DENModel", "datasets", "pl", "tl"]

@@ -11,7 +11,7 @@ from scanpy import logging as logg
 from den._data import dense_rows, get_matrix, iter_rows
 from den._model import DENModel
 from den._spectral import discover_clusters, spectral_labels
-from den._train import predict, softmax, train_classifier
+from den._train import predict, train_classifier
 from den._utils import check_random_state, get_device, make_actual, torch_seed
 
 from ._cluster_results import write_clusters
@@ -164,17 +164,13 @@ def cluster(
             progress_bar=progress_bar,
             desc="DEN fine-tuning",
         )
-    if torch.is_tensor(inputs):
-        logits = predict(trainable, inputs, device=dev)
-    else:
-        logits = predict(net.to(dev), iter_rows(X), device=dev)
     net.cpu().eval()
-    proba = softmax(logits)
-
     categories = [str(c) for c in range(k)]
     model.attach_clusters(
         {"n_clusters": k, "categories": categories}, {kk: v.numpy() for kk, v in net.state_dict().items()}
     )
+    proba = model.predict_proba(X, adata.var_names, device=str(dev))  # the same path as den.tl.transform
+
     params = {
         "n_clusters": n_clusters,
         "embedding_key": key,

@@ -14,7 +14,7 @@ from den._model import DENModel
 from den._pairs import knn, near_pairs
 from den._train import predict, train_embedding
 from den._utils import check_random_state, get_device, make_actual, torch_seed
-from den.nn import set_pca
+from den.nn import input_projection, set_pca
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -130,13 +130,25 @@ def embed(
     warn_if_counts(X, where)
 
     rng = np.random.default_rng(seed)
-    need_pca = n_pcs is not None or (use_rep is None and "X_pca" not in adata.obsm)
-    n_comp_pca = n_pcs if n_pcs is not None else 50
-    if need_pca:
-        mean, components, variance = pca(X, n_comp_pca, random_state=seed)
-        scale = float(np.sqrt(variance[0])) if variance[0] > 0 else 1.0
-        pcs = np.concatenate([(b - mean) @ components for b in iter_rows(X)]).astype(np.float32)
+    config = {
+        "n_genes": int(adata.n_vars),
+        "var_names": [str(v) for v in adata.var_names],
+        "n_components": int(n_components),
+        "hidden": [int(h) for h in hidden],
+        "n_pcs": None if n_pcs is None else int(min(n_pcs, adata.n_vars, adata.n_obs - 1)),
+        "layer": layer,
+    }
+    with torch_seed(seed):
+        model = DENModel.build(config)
+    encoder = model.encoder
     rep_key = use_rep if use_rep is not None else ("X_pca" if "X_pca" in adata.obsm else None)
+    if n_pcs is not None or rep_key is None:
+        mean, components, variance = pca(X, config["n_pcs"] or 50, random_state=seed)
+        scale = float(np.sqrt(variance[0])) if variance[0] > 0 else 1.0
+        projection = encoder.projection or input_projection(adata.n_vars, components.shape[1])
+        set_pca(projection, mean, components, scale)
+        # the frozen layer's own float32 output: training sees exactly what inference computes
+        pcs = predict(projection, iter_rows(X), device=torch.device("cpu"))
     rep = np.asarray(adata.obsm[rep_key], dtype=np.float32) if rep_key is not None else pcs
     if not np.isfinite(rep).all():
         msg = f"adata.obsm[{rep_key!r}] contains NaN or infinite values; recompute it or pass another `use_rep`."
@@ -145,20 +157,8 @@ def embed(
     knn_idx, _ = knn(rep, n_neighbors, random_state=seed)
     near = near_pairs(knn_idx, min_neighbors=min_neighbors)
 
-    config = {
-        "n_genes": int(adata.n_vars),
-        "var_names": [str(v) for v in adata.var_names],
-        "n_components": int(n_components),
-        "hidden": [int(h) for h in hidden],
-        "n_pcs": None if n_pcs is None else int(components.shape[1]),
-        "layer": layer,
-    }
-    with torch_seed(seed):
-        model = DENModel.build(config)
-    encoder = model.encoder
     if n_pcs is not None:
-        set_pca(encoder.projection, mean, components, scale)
-        inputs = torch.from_numpy(pcs / scale).to(dev)
+        inputs = torch.from_numpy(pcs).to(dev)
         net = encoder.mlp
     else:
         net = encoder
@@ -182,10 +182,8 @@ def embed(
         device=dev,
         progress_bar=progress_bar,
     )
-    if n_pcs is not None:
-        coords = predict(net, inputs, device=dev)
-    else:
-        coords = predict(net, iter_rows(X), device=dev)
+    encoder.eval()
+    coords = model.embed(X, adata.var_names, device=str(dev))  # the same path as den.tl.transform
     encoder.cpu().eval()
 
     params = {

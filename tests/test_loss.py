@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from den._loss import f_cdf, pair_loss
+
+X = np.concatenate([[0.0], np.logspace(-10, 10, 400), [1e30]])
+
+
+@pytest.mark.parametrize("v", [1, 2, 3, 4, 5, 7, 10, 20, 33])
+def test_f_cdf_matches_scipy(v):
+    x = torch.tensor(X, dtype=torch.float64)
+    np.testing.assert_allclose(f_cdf(x, v).numpy(), stats.f.cdf(X, 1, v), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("v", [1, 2, 3])
+def test_f_cdf_float32_matches_scipy(v):
+    x = torch.tensor(X, dtype=torch.float32)
+    np.testing.assert_allclose(f_cdf(x, v).numpy(), stats.f.cdf(X.astype(np.float32), 1, v), atol=1e-6, rtol=0)
+
+
+def test_v2_closed_form():
+    x = torch.linspace(0, 50, 101, dtype=torch.float64)
+    torch.testing.assert_close(f_cdf(x, 2), torch.sqrt(x / (x + 2)))
+
+
+@pytest.mark.parametrize("v", [1, 2, 3, 6])
+def test_gradient_is_density(v):
+    x = torch.tensor([1e-3, 0.1, 1.0, 5.0, 100.0], dtype=torch.float64, requires_grad=True)
+    f_cdf(x, v).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), stats.f.pdf(x.detach().numpy(), 1, v), rtol=1e-6)
+
+
+@pytest.mark.parametrize("v", [1, 2, 5])
+def test_finite_gradients_at_extremes(v):
+    # through the squared distance of embedded points, as in training
+    a = torch.tensor([[0.0, 0.0], [1e15, -1e15], [3.0, 4.0]], requires_grad=True)
+    b = torch.tensor([[0.0, 0.0], [-1e15, 1e15], [3.0, 4.0 + 1e-20]])
+    d2 = ((a - b) ** 2).sum(1)
+    p = f_cdf(d2, v)
+    assert torch.isfinite(p).all()
+    p.sum().backward()
+    assert torch.isfinite(a.grad).all()
+    x = torch.tensor([float("inf")], requires_grad=True)
+    out = f_cdf(x, v)
+    assert out.item() == 1.0
+    out.backward()
+    assert torch.isfinite(x.grad).all()
+
+
+def test_pair_loss_balances_near_and_far():
+    d2 = torch.tensor([0.5, 0.5, 0.5, 9.0])
+    near = torch.tensor([True, True, True, False])
+    loss, counts = pair_loss(d2, near, n_components=2)
+    p = torch.sqrt(d2 / (d2 + 2))
+    expected = (3 * (1 - p[3]) + 1 * p[:3].sum()) / (4 * 4)
+    torch.testing.assert_close(loss, expected)
+    assert counts == {"near": 3, "far": 1}
+
+
+def test_pair_loss_ignore_drops_terms():
+    d2 = torch.tensor([0.01, 1e6, 4.0])  # close near pair, very distant near pair, far pair
+    near = torch.tensor([True, True, False])
+    loss, counts = pair_loss(d2, near, n_components=2, ignore=0.9)
+    assert counts == {"near": 1, "far": 1}
+    p = torch.sqrt(d2 / (d2 + 2))
+    torch.testing.assert_close(loss, (1 * (1 - p[2]) + 1 * p[0]) / (3 * 2))
+
+
+def test_pair_loss_nothing_kept_is_zero():
+    loss, counts = pair_loss(torch.tensor([1e8]), torch.tensor([True]), n_components=2, ignore=0.5)
+    assert loss.item() == 0 and counts == {"near": 0, "far": 0}

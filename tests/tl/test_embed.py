@@ -1,0 +1,169 @@
+from __future__ import annotations
+
+import warnings
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import sparse
+
+import den
+
+FAST = {"n_epochs": 3, "progress_bar": False}
+
+
+@pytest.mark.parametrize(
+    ("key_added", "key_obsm", "key_uns"),
+    [
+        pytest.param(None, "X_den", "den", id="None"),
+        pytest.param("custom", "custom", "custom", id="custom"),
+    ],
+)
+def test_writes_obsm_and_uns(small, key_added, key_obsm, key_uns):
+    den.tl.embed(small, key_added=key_added, **FAST)
+    emb = small.obsm[key_obsm]
+    assert emb.shape == (small.n_obs, 2) and emb.dtype == np.float32
+    assert np.isfinite(emb).all()
+    entry = small.uns[key_uns]
+    assert len(entry["history"]["loss"]) == 3
+    assert {"config", "weights"} <= set(entry["model"])
+
+
+def test_params_recorded(small):
+    den.tl.embed(small, n_neighbors=7, random_state=3, ignore=0.95, **FAST)
+    p = small.uns["den"]["params"]
+    assert p["n_neighbors"] == 7 and p["random_state"] == 3 and p["ignore"] == 0.95
+    assert p["n_epochs"] == 3 and p["layer"] == "None" and p["use_rep"] == "None"
+    assert p["device"] == "cpu" and p["n_near_pairs"] > 0
+
+
+def test_loss_decreases(small):
+    den.tl.embed(small, n_epochs=8, progress_bar=False)
+    loss = small.uns["den"]["history"]["loss"]
+    assert loss[-1] < loss[0]
+
+
+def test_separates_groups(small):
+    from sklearn.model_selection import cross_val_score
+    from sklearn.neighbors import KNeighborsClassifier
+
+    den.tl.embed(small, n_epochs=10, progress_bar=False)
+    acc = cross_val_score(KNeighborsClassifier(15), small.obsm["X_den"], small.obs["group"], cv=5).mean()
+    assert acc > 0.95
+
+
+def test_reproducible_with_seed(small):
+    a, b, c = small.copy(), small.copy(), small.copy()
+    den.tl.embed(a, random_state=1, **FAST)
+    den.tl.embed(b, random_state=1, **FAST)
+    den.tl.embed(c, random_state=2, **FAST)
+    np.testing.assert_array_equal(a.obsm["X_den"], b.obsm["X_den"])
+    assert not np.array_equal(a.obsm["X_den"], c.obsm["X_den"])
+
+
+def test_copy_leaves_input_untouched(small):
+    before = small.copy()
+    out = den.tl.embed(small, copy=True, **FAST)
+    assert "X_den" in out.obsm and "den" in out.uns
+    assert "X_den" not in small.obsm and "den" not in small.uns
+    assert (small.X != before.X).nnz == 0
+
+
+def test_sparse_and_dense_agree(small):
+    dense = small.copy()
+    dense.X = small.X.toarray()
+    den.tl.embed(small, **FAST)
+    den.tl.embed(dense, **FAST)
+    w_sparse = den.DENModel.from_adata(small).encoder.projection.weight
+    w_dense = den.DENModel.from_adata(dense).encoder.projection.weight
+    np.testing.assert_allclose(w_sparse.numpy(), w_dense.numpy(), atol=1e-5)
+    # float32 rounding differs between the two paths, and training amplifies it a little
+    np.testing.assert_allclose(small.obsm["X_den"], dense.obsm["X_den"], atol=0.05)
+
+
+def test_layer_and_use_rep(small):
+    small.layers["log"] = small.X.copy()
+    small.X = sparse.csr_matrix(small.shape, dtype=np.float32)  # X itself is useless
+    small.obsm["X_pca"] = np.random.default_rng(0).normal(size=(small.n_obs, 5))
+    den.tl.embed(small, layer="log", use_rep="X_pca", **FAST)
+    p = small.uns["den"]["params"]
+    assert p["layer"] == "log" and p["use_rep"] == "X_pca"
+    assert den.DENModel.from_adata(small).config["layer"] == "log"
+
+
+def test_gene_input_without_pca_layer(small):
+    den.tl.embed(small, n_pcs=None, **FAST)
+    model = den.DENModel.from_adata(small)
+    assert model.encoder.projection is None
+    np.testing.assert_allclose(model.embed(small.X), small.obsm["X_den"], atol=1e-5)
+
+
+def test_width_does_not_grow_with_genes():
+    small_model = den.DENModel.build({"n_genes": 100, "var_names": [], "n_components": 2, "hidden": [128, 128],
+                                      "n_pcs": 50, "layer": None})
+    big_model = den.DENModel.build({"n_genes": 20000, "var_names": [], "n_components": 2, "hidden": [128, 128],
+                                    "n_pcs": 50, "layer": None})
+    assert small_model.n_parameters == big_model.n_parameters < 30_000
+
+
+def test_view_without_warnings(small):
+    view = small[:200]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        den.tl.embed(view, **FAST)
+    assert view.obsm["X_den"].shape == (200, 2)
+
+
+# --- bad input: a clear error and the AnnData unchanged -------------------------------------
+
+
+def _nan(a):
+    a.X = a.X.toarray()
+    a.X[3, 4] = np.nan
+    return a
+
+
+def _inf(a):
+    a.X = a.X.copy()
+    a.X.data[0] = np.inf
+    return a
+
+
+def _strings(a):
+    return ad.AnnData(np.full((a.n_obs, 3), "x", dtype=object), obs=a.obs)
+
+
+@pytest.mark.parametrize(
+    ("make", "kwargs", "error", "match"),
+    [
+        pytest.param(_nan, {}, ValueError, "NaN or infinite", id="nan"),
+        pytest.param(_inf, {}, ValueError, "NaN or infinite", id="inf"),
+        pytest.param(lambda a: a[:0].copy(), {}, ValueError, "empty", id="empty"),
+        pytest.param(lambda a: a[:, :0].copy(), {}, ValueError, "empty", id="no genes"),
+        pytest.param(lambda a: a[:8].copy(), {}, ValueError, "n_neighbors", id="too few cells"),
+        pytest.param(lambda a: a, {"layer": "nope"}, KeyError, "Layer 'nope' not found", id="missing layer"),
+        pytest.param(lambda a: a, {"use_rep": "X_nope"}, KeyError, "use_rep='X_nope'", id="missing use_rep"),
+        pytest.param(_strings, {}, ValueError, "non-numeric", id="non-numeric"),
+        pytest.param(lambda a: a, {"ignore": 0.0}, ValueError, "ignore", id="bad ignore"),
+        pytest.param(lambda a: a, {"device": "cuda:7"} , ValueError, "device", id="no cuda"),
+    ],
+)
+def test_bad_input(small, make, kwargs, error, match):
+    adata = make(small)
+    obsm, uns = set(adata.obsm), set(adata.uns)
+    with pytest.raises(error, match=match):
+        den.tl.embed(adata, **FAST, **kwargs)
+    assert set(adata.obsm) == obsm and set(adata.uns) == uns
+
+
+def test_raw_counts_warn(small):
+    small.X = small.layers["counts"]
+    with pytest.warns(UserWarning, match="log1p"):
+        den.tl.embed(small, **FAST)
+
+
+def test_obs_untouched(small):
+    before = small.obs.copy()
+    den.tl.embed(small, **FAST)
+    pd.testing.assert_frame_equal(small.obs, before)

@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pytest
+
+import den
+
+
+def test_h5ad_round_trip_then_transform_reproduces(trained, tmp_path):
+    path = tmp_path / "ref.h5ad"
+    trained.write_h5ad(path)
+    ref = ad.read_h5ad(path)
+    query = trained.copy()
+    del query.obsm["X_den"]
+    den.tl.transform(query, ref)
+    np.testing.assert_array_equal(query.obsm["X_den"], trained.obsm["X_den"])
+    np.testing.assert_array_equal(query.obs["den_clusters"], trained.obs["den_clusters"])
+    np.testing.assert_allclose(query.obsm["den_clusters_proba"], trained.obsm["den_clusters_proba"], atol=1e-6)
+
+
+def test_cells_do_not_depend_on_the_batch(trained):
+    alone = trained[[5]].copy()
+    den.tl.transform(alone, trained)
+    mixed = trained[::-1].copy()
+    den.tl.transform(mixed, trained)
+    np.testing.assert_allclose(alone.obsm["X_den"][0], mixed[trained.obs_names[5]].obsm["X_den"][0], atol=1e-6)
+    np.testing.assert_allclose(alone.obsm["X_den"][0], trained.obsm["X_den"][5], atol=1e-6)
+
+
+def test_genes_matched_by_name(trained):
+    query = trained[:, ::-1].copy()
+    query.obsm.clear()
+    den.tl.transform(query, trained)
+    np.testing.assert_allclose(query.obsm["X_den"], trained.obsm["X_den"], atol=1e-5)
+
+
+def test_extra_genes_ignored(trained):
+    extra = ad.AnnData(np.ones((trained.n_obs, 2), dtype=np.float32), obs=trained.obs[[]])
+    extra.var_names = ["new1", "new2"]
+    query = ad.concat([trained, extra], axis=1)
+    den.tl.transform(query, trained)
+    np.testing.assert_allclose(query.obsm["X_den"], trained.obsm["X_den"], atol=1e-5)
+
+
+def test_missing_genes_named(trained):
+    query = trained[:, 3:].copy()
+    before = set(query.obsm)
+    with pytest.raises(KeyError, match=r"lacks 3 .*gene0, gene1, gene2"):
+        den.tl.transform(query, trained)
+    assert set(query.obsm) == before
+
+
+def test_reference_without_model(small):
+    with pytest.raises(KeyError, match="Run `den.tl.embed"):
+        den.tl.transform(small, small)
+
+
+def test_bad_reference_type(small):
+    with pytest.raises(TypeError, match="reference"):
+        den.tl.transform(small, 42)
+
+
+def test_copy_and_key_added(trained):
+    query = trained.copy()
+    out = den.tl.transform(query, trained, key_added="X_mapped", copy=True)
+    assert "X_mapped" in out.obsm and "X_mapped" not in query.obsm
+
+
+def test_save_load_model(trained, tmp_path):
+    model = den.DENModel.from_adata(trained)
+    model.save(tmp_path / "m")
+    with pytest.raises(FileExistsError, match="overwrite"):
+        model.save(tmp_path / "m")
+    model.save(tmp_path / "m", overwrite=True)
+    # a weights-only format: readable without pickle
+    with np.load(tmp_path / "m" / "weights.npz", allow_pickle=False) as f:
+        assert all(f[k].dtype != object for k in f.files)
+    loaded = den.DENModel.load(tmp_path / "m")
+    assert loaded.has_clusters and loaded.cluster_config["n_clusters"] == 3
+    query = trained.copy()
+    den.tl.transform(query, tmp_path / "m")
+    np.testing.assert_array_equal(query.obsm["X_den"], trained.obsm["X_den"])
+    np.testing.assert_array_equal(query.obs["den_clusters"], trained.obs["den_clusters"])
+    assert "genes" in repr(loaded)
+
+
+def test_load_missing_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not hold a den model"):
+        den.DENModel.load(tmp_path)
