@@ -65,14 +65,20 @@ def synthetic(
     profile = base * np.exp(log_fc)
     profile /= profile.sum(1, keepdims=True)
     lib = library_size * rng.lognormal(0, 0.3, size=n_cells)
-    mu = profile[group] * lib[:, None]
-    if dispersion > 0:
-        mu = rng.gamma(1 / dispersion, mu * dispersion)
-    counts = sparse.csr_matrix(rng.poisson(mu).astype(np.float32))
-    size = np.asarray(counts.sum(1)).ravel()
-    norm = sparse.diags(1e4 / np.maximum(size, 1)) @ counts
-    X = norm.tocsr()
-    X.data = np.log1p(X.data)
+    blocks, norm_blocks = [], []
+    for start in range(0, n_cells, 8192):  # blocks of cells keep memory flat for large n_cells
+        sl = slice(start, min(start + 8192, n_cells))
+        mu = profile[group[sl]] * lib[sl, None]
+        if dispersion > 0:
+            mu = rng.gamma(1 / dispersion, mu * dispersion)
+        block = sparse.csr_matrix(rng.poisson(mu).astype(np.float32))
+        size = np.asarray(block.sum(1)).ravel()
+        norm = (sparse.diags(1e4 / np.maximum(size, 1)) @ block).tocsr().astype(np.float32)
+        norm.data = np.log1p(norm.data)
+        blocks.append(block)
+        norm_blocks.append(norm)
+    counts = sparse.vstack(blocks, format="csr")
+    X = sparse.vstack(norm_blocks, format="csr")
     names = [f"g{i}" for i in range(n_groups)]
     marker_of = np.full(n_genes, "", dtype=object)
     for g in range(n_groups):
@@ -80,6 +86,6 @@ def synthetic(
     obs = pd.DataFrame({"group": pd.Categorical(np.asarray(names)[group], categories=names)},
                        index=[f"cell{i}" for i in range(n_cells)])
     var = pd.DataFrame({"marker_of": marker_of.astype(str)}, index=[f"gene{i}" for i in range(n_genes)])
-    adata = ad.AnnData(X.astype(np.float32), obs=obs, var=var)
+    adata = ad.AnnData(X, obs=obs, var=var)
     adata.layers["counts"] = counts
     return adata

@@ -1,0 +1,28 @@
+# Set-up and tasks. `make demo` and `make test` each install what they need into .venv first.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: demo test lint bench docs
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# the CPU build of torch first, where this machine has it (an unpinned torch pulls a multi-GB CUDA build)
+	$(PY) -m pip install -q torch==2.13.0 || echo "torch 2.13.0 not available here; pip will choose a torch"
+	$(PY) -m pip install -q -e . --group test --group dev
+	touch $@
+
+demo: $(VENV)/.installed  ## embed, cluster and explain pbmc68k_reduced; figures in ./den-demo
+	$(VENV)/bin/den demo --out den-demo
+
+test: $(VENV)/.installed  ## the test suite (slow benchmarks-as-tests are skipped)
+	MPLBACKEND=agg $(PY) -m pytest
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+bench: $(VENV)/.installed  ## every benchmark script; results in benchmarks/results/
+	mkdir -p benchmarks/results
+	for b in embed_quality embed_speed cluster_quality marker_quality; do \
+		MPLBACKEND=agg $(PY) benchmarks/$$b.py | tee benchmarks/results/$$b.txt; done

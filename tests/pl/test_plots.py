@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import pytest
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+import den
+
+
+@pytest.fixture(scope="module")
+def full(_trained):
+    adata = _trained.copy()
+    den.tl.marker_features(adata, n_background=30, max_cells_per_group=20, progress_bar=False)
+    den.tl.differentiating_features(adata, "0", "1", max_cells=20, n_background=20)
+    return adata
+
+
+@pytest.mark.parametrize(
+    ("fn", "kwargs"),
+    [
+        pytest.param(den.pl.history, {}, id="history"),
+        pytest.param(den.pl.spectrum, {}, id="spectrum"),
+        pytest.param(den.pl.marker_features, {"n_genes": 3}, id="marker_heatmap"),
+        pytest.param(den.pl.shap_summary, {"group": "0"}, id="shap_summary"),
+        pytest.param(den.pl.differentiating_features, {"group1": "0", "group2": "1"}, id="differentiating"),
+    ],
+)
+def test_returns_axes_or_figure(full, fn, kwargs):
+    ax = fn(full, show=False, **kwargs)
+    assert isinstance(ax, Axes)
+    fig = fn(full, show=False, return_fig=True, **kwargs)
+    assert isinstance(fig, Figure)
+    plt.close("all")
+
+
+def test_draws_into_given_axes(full):
+    fig, ax = plt.subplots()
+    assert den.pl.history(full, ax=ax, show=False) is ax
+    plt.close(fig)
+
+
+def test_cell_features(full):
+    fig = den.pl.cell_features(full, full.obs_names[0], n_background=30, show=False, return_fig=True)
+    assert isinstance(fig, Figure)
+    plt.close("all")
+
+
+def test_embedding_colours(full):
+    axes = den.pl.embedding(full, color=["den_clusters", "den_clusters_confidence"], show=False)
+    assert len(axes) == 2
+    plt.close("all")
+
+
+def test_marker_dotplot(full):
+    den.pl.marker_features(full, kind="dotplot", n_genes=2, dendrogram=False, show=False)
+    plt.close("all")
+
+
+def test_missing_results_name_the_tool(small):
+    with pytest.raises(KeyError, match="den.tl.embed"):
+        den.pl.history(small, show=False)
+    with pytest.raises(KeyError, match="den.tl.cluster"):
+        den.pl.spectrum(small, show=False)
+    with pytest.raises(KeyError, match="den.tl.marker_features"):
+        den.pl.marker_features(small, show=False)
+    with pytest.raises(KeyError, match="den.tl.embed"):
+        den.pl.embedding(small, show=False)

@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import adjusted_rand_score
+
+import den
+
+FAST = {"head_epochs": 5, "finetune_epochs": 1, "progress_bar": False}
+
+
+def test_outputs(trained):
+    labels = trained.obs["den_clusters"]
+    assert isinstance(labels.dtype, pd.CategoricalDtype)
+    assert list(labels.cat.categories) == sorted(labels.cat.categories, key=int)
+    proba = trained.obsm["den_clusters_proba"]
+    assert proba.shape == (trained.n_obs, 3)
+    np.testing.assert_allclose(proba.sum(1), 1, atol=1e-5)
+    np.testing.assert_allclose(trained.obs["den_clusters_confidence"], proba.max(1), atol=1e-6)
+    entry = trained.uns["den_clusters"]
+    assert entry["n_clusters"] == 3 and entry["params"]["n_clusters"] == 3
+    assert len(entry["eigenvalues"]) >= 3
+    assert np.all(np.diff(entry["eigenvalues"]) >= -1e-9)  # ascending
+
+
+def test_recovers_planted_groups(trained):
+    assert adjusted_rand_score(trained.obs["group"], trained.obs["den_clusters"]) > 0.9
+
+
+def test_n_clusters_honoured(trained):
+    den.tl.cluster(trained, n_clusters=5, **FAST)
+    assert trained.uns["den_clusters"]["n_clusters"] == 5
+    assert trained.obsm["den_clusters_proba"].shape[1] == 5
+
+
+def test_discovers_k_without_being_told():
+    adata = den.datasets.synthetic(600, 100, 4, n_markers=10, marker_fold=8, random_state=3)
+    den.tl.embed(adata, n_epochs=10, progress_bar=False)
+    den.tl.cluster(adata, **FAST)
+    assert adata.uns["den_clusters"]["n_clusters"] == 4
+    assert adjusted_rand_score(adata.obs["group"], adata.obs["den_clusters"]) > 0.9
+
+
+def test_reproducible(trained):
+    a, b = trained.copy(), trained.copy()
+    den.tl.cluster(a, random_state=4, **FAST)
+    den.tl.cluster(b, random_state=4, **FAST)
+    np.testing.assert_array_equal(a.obsm["den_clusters_proba"], b.obsm["den_clusters_proba"])
+
+
+def test_embedding_untouched(trained):
+    before = trained.obsm["X_den"].copy()
+    den.tl.cluster(trained, **FAST)
+    np.testing.assert_array_equal(trained.obsm["X_den"], before)
+
+
+def test_key_added_and_copy(trained):
+    out = den.tl.cluster(trained, key_added="mine", copy=True, **FAST)
+    assert "mine" in out.obs and "mine_proba" in out.obsm and "mine" in out.uns
+    assert "mine" not in trained.obs
+
+
+def test_h5ad_round_trip_keeps_model(trained, tmp_path):
+    trained.write_h5ad(tmp_path / "a.h5ad")
+    back = ad.read_h5ad(tmp_path / "a.h5ad")
+    model = den.DENModel.from_adata(back)
+    assert model.has_clusters
+    np.testing.assert_allclose(model.predict_proba(back.X), trained.obsm["den_clusters_proba"], atol=1e-6)
+
+
+def test_needs_embedding(small):
+    with pytest.raises(KeyError, match=r"den.tl.embed"):
+        den.tl.cluster(small, **FAST)
+
+
+def test_bad_n_clusters(trained):
+    before = trained.obs.copy()
+    with pytest.raises(ValueError, match="n_clusters"):
+        den.tl.cluster(trained, n_clusters=0, **FAST)
+    pd.testing.assert_frame_equal(trained.obs, before)
