@@ -20,6 +20,7 @@ def train_embedding(
     near: tuple[np.ndarray, np.ndarray],
     *,
     n_far: int,
+    uniform_far: float,
     n_components: int,
     n_epochs: int,
     batch_size: int,
@@ -34,16 +35,25 @@ def train_embedding(
     ``inputs`` is either a float32 tensor already on ``device`` (rows are
     gathered directly) or a callable mapping row indices to such a tensor (used
     for gene-level input, densified per mini-batch). An epoch is one pass over
-    all near pairs plus ``n_far`` freshly drawn far pairs per cell.
+    all near pairs plus ``n_far`` freshly drawn far pairs per cell (a share
+    ``uniform_far`` of them drawn uniformly, the rest weighted by distance).
+    The learning rate follows a cosine decay from ``learning_rate`` to 0 over
+    all steps.
     """
     gather = (lambda idx: inputs[torch.from_numpy(idx).to(device)]) if torch.is_tensor(inputs) else inputs
     optimizer = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=learning_rate)
     near_i, near_j = near
+    n_cells = rep.shape[0]
+    total_steps = n_epochs * math.ceil((len(near_i) + n_far * n_cells) / batch_size)
+    step = 0
     history: list[float] = []
     net.train()
     bar = progress(range(n_epochs), desc="DEN embedding", enabled=progress_bar)
     for _ in bar:
         far_i, far_j = far_pairs(rep, n_far, rng)
+        uniform = rng.random(len(far_i)) < uniform_far
+        partner = rng.integers(0, n_cells - 1, size=int(uniform.sum()))
+        far_j[uniform] = partner + (partner >= far_i[uniform])  # never the cell itself
         i = np.concatenate([near_i, far_i])
         j = np.concatenate([near_j, far_j])
         is_near = np.concatenate([np.ones(len(near_i), bool), np.zeros(len(far_i), bool)])
@@ -62,6 +72,9 @@ def train_embedding(
                     "(log-normalise counts) or lower `learning_rate`."
                 )
                 raise FloatingPointError(msg)
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate * 0.5 * (1 + math.cos(math.pi * step / total_steps))
+            step += 1
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -83,8 +83,10 @@ def synthetic(
     marker_of = np.full(n_genes, "", dtype=object)
     for g in range(n_groups):
         marker_of[marker_genes[g]] = names[g]
-    obs = pd.DataFrame({"group": pd.Categorical(np.asarray(names)[group], categories=names)},
-                       index=[f"cell{i}" for i in range(n_cells)])
+    obs = pd.DataFrame(
+        {"group": pd.Categorical(np.asarray(names)[group], categories=names)},
+        index=[f"cell{i}" for i in range(n_cells)],
+    )
     var = pd.DataFrame({"marker_of": marker_of.astype(str)}, index=[f"gene{i}" for i in range(n_genes)])
     adata = ad.AnnData(X, obs=obs, var=var)
     adata.layers["counts"] = counts

@@ -29,11 +29,13 @@ def embed(
     n_neighbors: int = 10,
     n_pcs: int | None = 50,
     hidden: Sequence[int] = (128, 128),
-    n_epochs: int = 20,
+    n_epochs: int | None = None,
     batch_size: int = 256,
-    learning_rate: float = 1e-3,
+    learning_rate: float = 2e-3,
     ignore: float = 1.0,
-    min_neighbors: int = 1,
+    min_neighbors: int = 3,
+    n_far: int | None = None,
+    uniform_far: float = 0.5,
     device: str = "auto",
     random_state: int | None = 0,
     key_added: str | None = None,
@@ -60,7 +62,7 @@ def embed(
     n_components
         Dimension of the embedding.
     n_neighbors
-        Neighbours per cell for near pairs, and far partners drawn per cell per epoch.
+        Neighbours per cell for near pairs.
     n_pcs
         Width of the frozen PCA layer at the network's input (genes -> PCs),
         so that training is fast and attributions still land on genes.
@@ -68,16 +70,26 @@ def embed(
     hidden
         Widths of the hidden layers of the MLP.
     n_epochs
-        Passes over all pairs.
+        Passes over all pairs. ``None``: ``150_000 / n_cells`` clipped to
+        [20, 100], so small data sets get enough optimisation steps while the
+        cost stays linear in cells.
     batch_size
         Pairs per optimisation step.
     learning_rate
-        Adam learning rate.
+        Initial Adam learning rate; it decays to 0 on a cosine schedule.
     ignore
         Drop loss terms at or above this value (pairs the network treats as
         genuinely different); ``1.0`` keeps all.
     min_neighbors
         Closest neighbours every cell keeps as near pairs even when not mutual.
+    n_far
+        Far partners drawn per cell per epoch. ``None``: ``max(1, n_neighbors // 2)``.
+        The loss balances near and far terms, so this sets noise and cost, not weight.
+    uniform_far
+        Share of far partners drawn uniformly; the rest are drawn with probability
+        proportional to distance, as in the paper (``0`` reproduces it exactly).
+        Uniform partners include cells of the same cluster, whose push spreads
+        each cluster out and preserves local structure better (trustworthiness).
     device
         ``"auto"`` (one CUDA GPU if available, else CPU), ``"cpu"``, ``"cuda:0"``, ...
     random_state
@@ -110,6 +122,10 @@ def embed(
     start = logg.info("computing DEN embedding")
     seed = check_random_state(random_state)
     key_obsm, key_uns = ("X_den", "den") if key_added is None else (key_added, key_added)
+    if n_epochs is None:
+        n_epochs = int(np.clip(round(150_000 / max(adata.n_obs, 1)), 20, 100))
+    if n_far is None:
+        n_far = max(1, n_neighbors // 2)
     _check_params(
         n_components=n_components,
         n_neighbors=n_neighbors,
@@ -117,6 +133,8 @@ def embed(
         batch_size=batch_size,
         ignore=ignore,
         n_pcs=n_pcs,
+        n_far=n_far,
+        uniform_far=uniform_far,
     )
     X = get_matrix(adata, layer)
     where = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
@@ -172,7 +190,8 @@ def embed(
         inputs,
         rep,
         near,
-        n_far=n_neighbors,
+        n_far=n_far,
+        uniform_far=uniform_far,
         n_components=n_components,
         n_epochs=n_epochs,
         batch_size=batch_size,
@@ -198,6 +217,8 @@ def embed(
         "learning_rate": learning_rate,
         "ignore": ignore,
         "min_neighbors": min_neighbors,
+        "n_far": n_far,
+        "uniform_far": uniform_far,
         "random_state": seed,
         "device": str(dev),
         "n_near_pairs": len(near[0]),
@@ -223,7 +244,7 @@ def _h5ad_safe(params: dict) -> dict:
     return {k: ("None" if v is None else v) for k, v in params.items()}
 
 
-def _check_params(*, n_components, n_neighbors, n_epochs, batch_size, ignore, n_pcs) -> None:
+def _check_params(*, n_components, n_neighbors, n_epochs, batch_size, ignore, n_pcs, n_far, uniform_far) -> None:
     rules = {
         "n_components": (n_components, n_components >= 1, "an integer >= 1"),
         "n_neighbors": (n_neighbors, n_neighbors >= 1, "an integer >= 1"),
@@ -231,6 +252,8 @@ def _check_params(*, n_components, n_neighbors, n_epochs, batch_size, ignore, n_
         "batch_size": (batch_size, batch_size >= 2, "an integer >= 2"),
         "ignore": (ignore, 0 < ignore <= 1, "a number in (0, 1]"),
         "n_pcs": (n_pcs, n_pcs is None or n_pcs >= 1, "None or an integer >= 1"),
+        "n_far": (n_far, n_far >= 1, "an integer >= 1"),
+        "uniform_far": (uniform_far, 0 <= uniform_far <= 1, "a number in [0, 1]"),
     }
     for name, (value, ok, rule) in rules.items():
         if not ok:
