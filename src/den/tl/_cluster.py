@@ -40,11 +40,18 @@ def cluster(
 ) -> AnnData | None:
     """Find clusters on the DEN map without being told how many, and learn them parametrically.
 
-    1. A Gaussian affinity on the kNN graph of the embedding (bandwidth
-       ``gamma`` x the typical near-pair distance) gives a normalised graph
-       Laplacian; the number of clusters is the largest eigengap among its
-       ``max_clusters + 1`` smallest eigenvalues (or ``n_clusters``).
-    2. k-means on the leading eigenvectors labels the cells.
+    1. The dense core of the map (cells whose distance to their
+       ``n_neighbors // 2``-th neighbour is at most twice the median) gets a
+       self-tuning Gaussian affinity on its kNN graph,
+       ``exp(-d_ij^2 / (gamma^2 s_i s_j))`` with ``s_i`` that local distance
+       (Zelnik-Manor & Perona). The number of clusters is the largest gap
+       between consecutive *log* eigenvalues among the ``max_clusters + 1``
+       smallest of its normalised Laplacian (or ``n_clusters``): stray cells
+       between islands are outside the core, so they no longer add
+       near-zero eigenvalues.
+    2. k-means on the row-normalised leading eigenvectors labels the core;
+       clusters smaller than ``n_neighbors`` cells are dissolved, and every
+       other cell takes the majority label of its nearest labelled core cells.
     3. A cluster head (MLP on the embedding) learns these labels with
        class-balanced cross-entropy, then a copy of the encoder and the head are
        fine-tuned end to end. The map in ``obsm`` stays as :func:`den.tl.embed`
@@ -61,10 +68,10 @@ def cluster(
     n_neighbors
         Neighbours per cell in the affinity graph.
     gamma
-        Bandwidth scale, the resolution knob: smaller values cut the graph
-        into more clusters, larger ones merge them.
+        Bandwidth scale (x each cell's local distance), the resolution knob:
+        smaller values cut the graph into more clusters, larger ones merge them.
     max_clusters
-        Largest k considered by the eigengap rule.
+        Largest k considered by the log-eigengap rule.
     head_epochs
         Epochs training the cluster head on the embedding.
     finetune_epochs
@@ -121,9 +128,9 @@ def cluster(
         n_clusters=n_clusters,
         random_state=seed,
     )
-    k = spectrum.n_clusters
     labels = spectral_labels(spectrum, random_state=seed)
-    logg.info(f"    found {k} clusters (eigengap)" if n_clusters is None else f"    {k} clusters (forced)")
+    k = int(labels.max()) + 1  # clusters below the minimum size are dissolved into their neighbours
+    logg.info(f"    found {k} clusters (log-eigengap)" if n_clusters is None else f"    {k} clusters (forced)")
 
     rng = np.random.default_rng(seed)
     with torch_seed(seed):
