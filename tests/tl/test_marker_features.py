@@ -22,12 +22,22 @@ def test_rank_genes_groups_layout(explained):
     groups = entry["names"].dtype.names
     assert set(groups) == set(explained.obs["den_clusters"].cat.categories)
     assert entry["params"]["method"] == "den_shap" and entry["params"]["groupby"] == "den_clusters"
+    assert entry["params"]["direction"] == "up"
     for g in groups:
         scores = entry["scores"][g]
-        assert np.all(np.diff(scores) <= 0)  # sorted
+        # genes higher in the group come first, each block sorted by mean SHAP
+        first_negative = np.argmax(scores < 0) if (scores < 0).any() else len(scores)
+        assert np.all(np.diff(scores[:first_negative]) <= 0)
     df = sc.get.rank_genes_groups_df(explained, groups[0], key="den_marker_features")
     assert list(df.columns) == ["names", "scores", "logfoldchanges", "pvals", "pvals_adj"]
     assert len(df) == explained.n_vars and df["pvals"].isna().all()
+
+
+def test_direction_any_sorts_by_score(trained):
+    den.tl.marker_features(trained, direction="any", **FAST)
+    entry = trained.uns["den_marker_features"]
+    for g in entry["names"].dtype.names:
+        assert np.all(np.diff(entry["scores"][g]) <= 0)
 
 
 def test_scanpy_plots_read_it(explained):

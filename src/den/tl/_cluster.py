@@ -73,9 +73,11 @@ def cluster(
     max_clusters
         Largest k considered by the log-eigengap rule.
     head_epochs
-        Epochs training the cluster head on the embedding.
+        Epochs training the cluster head on the embedding (at least 1,000
+        optimisation steps are taken, so small data sets get more epochs).
     finetune_epochs
-        Epochs fine-tuning encoder + head end to end (learning rate 1e-4).
+        Epochs fine-tuning encoder + head end to end (learning rate 1e-4; at
+        least 200 steps when > 0).
     batch_size
         Cells per optimisation step.
     device
@@ -142,7 +144,7 @@ def cluster(
         head,
         torch.from_numpy(emb.astype(np.float32)).to(dev),
         labels,
-        n_epochs=head_epochs,
+        n_epochs=_epochs(head_epochs, adata.n_obs, batch_size, min_steps=1000),
         batch_size=batch_size,
         learning_rate=1e-3,
         rng=rng,
@@ -163,7 +165,7 @@ def cluster(
             trainable,
             inputs,
             labels,
-            n_epochs=finetune_epochs,
+            n_epochs=_epochs(finetune_epochs, adata.n_obs, batch_size, min_steps=200),
             batch_size=batch_size,
             learning_rate=1e-4,
             rng=rng,
@@ -211,3 +213,9 @@ def cluster(
         ),
     )
     return adata if copy else None
+
+
+def _epochs(n_epochs: int, n_cells: int, batch_size: int, *, min_steps: int) -> int:
+    """``n_epochs``, raised so that small data sets still get ``min_steps`` optimisation steps."""
+    steps_per_epoch = -(-n_cells // batch_size)
+    return max(n_epochs, -(-min_steps // steps_per_epoch)) if n_epochs > 0 else 0

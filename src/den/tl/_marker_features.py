@@ -28,6 +28,7 @@ def marker_features(
     n_genes: int | None = None,
     n_background: int = 200,
     max_cells_per_group: int = 200,
+    direction: Literal["up", "any"] = "up",
     explainer: Literal["auto", "deep", "gradient"] = "auto",
     random_state: int | None = 0,
     progress_bar: bool = True,
@@ -66,6 +67,12 @@ def marker_features(
         Background (reference) cells, drawn in proportion to group sizes.
     max_cells_per_group
         Cells explained per group (a seeded random subset of larger groups).
+    direction
+        ``"up"``: rank first the genes that are higher in the group's explained
+        cells than in the background, by mean SHAP (markers in the usual
+        sense); genes whose *low* level pushes cells into the group follow.
+        ``"any"``: rank all genes by mean SHAP alone. Scores are mean SHAP
+        values either way, and ``mean_shap`` keeps every gene.
     explainer
         ``"auto"`` (den's batched DeepLIFT with fall-backs), ``"deep"`` (shap's
         DeepExplainer) or ``"gradient"`` (shap's GradientExplainer).
@@ -112,12 +119,14 @@ def marker_features(
         raise ValueError(msg)
     from den._utils import progress
 
-    values, cells, cell_groups, base, table = [], [], [], {}, []
+    values, cells, cell_groups, base, table, higher = [], [], [], {}, [], {}
     for g in progress(groups, desc="SHAP per group", enabled=progress_bar):
         idx = sample_cells(gn.labels.codes == codes_by_name[g], max_cells_per_group, rng)
         readout = np.eye(len(gn.categories), dtype=np.float32)[gn.categories.index(g)]
-        att = explain(gn.net, readout, rows(gn, adata, idx), background, method=explainer, random_state=seed)
+        cells_x = rows(gn, adata, idx)
+        att = explain(gn.net, readout, cells_x, background, method=explainer, random_state=seed)
         values.append(att.values)
+        higher[g] = cells_x.mean(0) > background.mean(0)
         cells.append(adata.obs_names[idx].to_numpy())
         cell_groups += [g] * len(idx)
         base[g] = att.base_value
@@ -139,7 +148,9 @@ def marker_features(
     n_keep = len(genes) if n_genes is None else int(min(n_genes, len(genes)))
     ranked = {col: {} for col in _DTYPES}
     for g in groups:
-        order = np.argsort(-mean_shap[g].to_numpy(), kind="stable")[:n_keep]
+        score = mean_shap[g].to_numpy()
+        sort_keys = (-score,) if direction == "any" else (-score, ~higher[g])  # lexsort: last key first
+        order = np.lexsort(sort_keys)[:n_keep]
         lfc = log2_fold_change(means[g], means[f"rest:{g}"])[order] if means else np.full(n_keep, np.nan)
         ranked["names"][g] = genes[order].to_numpy().astype(object)
         ranked["scores"][g] = mean_shap[g].to_numpy()[order]
@@ -158,6 +169,7 @@ def marker_features(
         "output": "logit",
         "n_background": n_background,
         "max_cells_per_group": max_cells_per_group,
+        "direction": direction,
         "n_genes": n_genes,
         "random_state": seed,
         "embedding_key": key,
