@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 import torch
+from scipy import sparse
 from torch import nn
 
 from ._data import CHUNK_ROWS, dense_rows
@@ -143,11 +144,33 @@ class DENModel:
             block = dense_rows(X, slice(start, start + chunk))
             yield block if cols is None else block[:, cols]
 
+    def project(self, X, var_names: pd.Index, layer: nn.Linear | None = None, chunk: int = CHUNK_ROWS):
+        """Output of the frozen PCA layer for row blocks of ``X`` (float32 numpy blocks).
+
+        The layer is applied as ``X @ W.T + b`` block by block, sparse blocks
+        without densifying; genes the model does not know get zero weight, so
+        no column subset of ``X`` is ever made.
+        """
+        layer = self.encoder.projection if layer is None else layer
+        w = layer.weight.detach().cpu().numpy().T.astype(np.float32)
+        b = layer.bias.detach().cpu().numpy().astype(np.float32)
+        cols = self.gene_index(var_names)
+        if cols is not None:
+            full = np.zeros((len(var_names), w.shape[1]), dtype=np.float32)
+            full[cols] = w
+            w = full
+        for start in range(0, X.shape[0], chunk):
+            block = X[start : start + chunk]
+            out = block @ w if sparse.issparse(block) else np.asarray(block, dtype=np.float32) @ w
+            yield np.asarray(out, dtype=np.float32) + b
+
     def embed(self, X, var_names: pd.Index | None = None, *, device: str = "auto") -> np.ndarray:
         """Coordinates of the rows of ``X`` (cells x genes); each row is mapped on its own."""
         dev = get_device(device)
         var_names = self.var_names if var_names is None else pd.Index(var_names)
         self.encoder.to(dev)
+        if self.encoder.projection is not None:
+            return predict(self.encoder.mlp, self.project(X, var_names), device=dev)
         return predict(self.encoder, self.iter_inputs(X, var_names), device=dev)
 
     def predict_proba(self, X, var_names: pd.Index | None = None, *, device: str = "auto") -> np.ndarray:
@@ -158,7 +181,12 @@ class DENModel:
         dev = get_device(device)
         var_names = self.var_names if var_names is None else pd.Index(var_names)
         self.cluster_net.to(dev)
-        logits = predict(self.cluster_net, self.iter_inputs(X, var_names), device=dev)
+        encoder, head = self.cluster_net[0], self.cluster_net[1]
+        if encoder.projection is not None:
+            blocks = self.project(X, var_names, encoder.projection)
+            logits = predict(nn.Sequential(encoder.mlp, head), blocks, device=dev)
+        else:
+            logits = predict(self.cluster_net, self.iter_inputs(X, var_names), device=dev)
         return softmax(logits)
 
     # serialisation --------------------------------------------------------------

@@ -8,10 +8,10 @@ import numpy as np
 import torch
 from scanpy import logging as logg
 
-from den._data import dense_rows, get_matrix, iter_rows
+from den._data import dense_rows, get_matrix
 from den._model import DENModel
 from den._spectral import discover_clusters, spectral_labels
-from den._train import predict, train_classifier
+from den._train import train_classifier
 from den._utils import check_random_state, get_device, make_actual, torch_seed
 
 from ._cluster_results import write_clusters
@@ -50,7 +50,7 @@ def cluster(
        between islands are outside the core, so they no longer add
        near-zero eigenvalues.
     2. k-means on the row-normalised leading eigenvectors labels the core;
-       clusters smaller than ``n_neighbors`` cells are dissolved, and every
+       clusters smaller than ``max(n_neighbors, n_cells // 1000)`` cells are dissolved, and every
        other cell takes the majority label of its nearest labelled core cells.
     3. A cluster head (MLP on the embedding) learns these labels with
        class-balanced cross-entropy, then a copy of the encoder and the head are
@@ -153,7 +153,7 @@ def cluster(
         desc="DEN cluster head",
     )
     if encoder.projection is not None:
-        inputs = predict(encoder.projection, iter_rows(X), device=torch.device("cpu"))
+        inputs = np.concatenate(list(model.project(X, adata.var_names, encoder.projection)))
         inputs = torch.from_numpy(inputs).to(dev)
         trainable = torch.nn.Sequential(encoder.mlp, head)
     else:

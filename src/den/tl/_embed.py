@@ -9,10 +9,10 @@ import numpy as np
 import torch
 from scanpy import logging as logg
 
-from den._data import dense_rows, get_matrix, iter_rows, pca, warn_if_counts
+from den._data import dense_rows, get_matrix, pca, warn_if_counts
 from den._model import DENModel
 from den._pairs import knn, near_pairs
-from den._train import predict, train_embedding
+from den._train import train_embedding
 from den._utils import check_random_state, get_device, make_actual, torch_seed
 from den.nn import input_projection, set_pca
 
@@ -165,8 +165,8 @@ def embed(
         scale = float(np.sqrt(variance[0])) if variance[0] > 0 else 1.0
         projection = encoder.projection or input_projection(adata.n_vars, components.shape[1])
         set_pca(projection, mean, components, scale)
-        # the frozen layer's own float32 output: training sees exactly what inference computes
-        pcs = predict(projection, iter_rows(X), device=torch.device("cpu"))
+        # the frozen layer's output, computed as inference computes it
+        pcs = np.concatenate(list(model.project(X, adata.var_names, projection)))
     rep = np.asarray(adata.obsm[rep_key], dtype=np.float32) if rep_key is not None else pcs
     if not np.isfinite(rep).all():
         msg = f"adata.obsm[{rep_key!r}] contains NaN or infinite values; recompute it or pass another `use_rep`."
