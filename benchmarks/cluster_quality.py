@@ -31,8 +31,11 @@ def leiden(adata, seed: int):
 
 
 def scores(truth, pred) -> dict:
-    return {"k": int(len(np.unique(pred))), "ARI": adjusted_rand_score(truth, pred),
-            "NMI": normalized_mutual_info_score(truth, pred)}
+    return {
+        "k": int(len(np.unique(pred))),
+        "ARI": adjusted_rand_score(truth, pred),
+        "NMI": normalized_mutual_info_score(truth, pred),
+    }
 
 
 def main() -> None:
@@ -53,9 +56,16 @@ def main() -> None:
             den_s = time.perf_counter() - t
             d = scores(truth, adata.obs["den_clusters"].to_numpy())
             leid = scores(truth, leiden(adata, seed).to_numpy())
-            rows.append({"dataset": name, "seed": seed, "true_k": len(np.unique(truth)),
-                         **{f"den_{k}": v for k, v in d.items()}, **{f"leiden_{k}": v for k, v in leid.items()},
-                         "den_cluster_s": den_s})
+            rows.append(
+                {
+                    "dataset": name,
+                    "seed": seed,
+                    "true_k": len(np.unique(truth)),
+                    **{f"den_{k}": v for k, v in d.items()},
+                    **{f"leiden_{k}": v for k, v in leid.items()},
+                    "den_cluster_s": den_s,
+                }
+            )
 
     synth = []
     for seed in range(args.synthetic_seeds):
@@ -64,14 +74,23 @@ def main() -> None:
         den.tl.cluster(adata, random_state=seed, progress_bar=False)
         d = scores(adata.obs["group"], adata.obs["den_clusters"])
         leid = scores(adata.obs["group"], leiden(adata, seed))
-        synth.append({"seed": seed, "true_k": 8, "den_k": d["k"], "den_ARI": d["ARI"], "leiden_k": leid["k"],
-                      "leiden_ARI": leid["ARI"]})
+        synth.append(
+            {
+                "seed": seed,
+                "true_k": 8,
+                "den_k": d["k"],
+                "den_ARI": d["ARI"],
+                "leiden_k": leid["k"],
+                "leiden_ARI": leid["ARI"],
+            }
+        )
 
     param = []
     for seed in args.seeds:
         adata, label = digits()
-        train, test = train_test_split(np.arange(adata.n_obs), test_size=0.2, random_state=seed,
-                                       stratify=adata.obs[label])
+        train, test = train_test_split(
+            np.arange(adata.n_obs), test_size=0.2, random_state=seed, stratify=adata.obs[label]
+        )
         full = adata.copy()
         den.tl.embed(full, random_state=seed, progress_bar=False)
         den.tl.cluster(full, random_state=seed, progress_bar=False)
@@ -80,10 +99,15 @@ def main() -> None:
         den.tl.cluster(ref, random_state=seed, progress_bar=False)
         query = adata[test].copy()
         den.tl.transform(query, ref)
-        param.append({"seed": seed,
-                      "ARI_heldout_vs_full_fit": adjusted_rand_score(full.obs["den_clusters"].to_numpy()[test],
-                                                                     query.obs["den_clusters"]),
-                      "ARI_heldout_vs_truth": adjusted_rand_score(query.obs[label], query.obs["den_clusters"])})
+        param.append(
+            {
+                "seed": seed,
+                "ARI_heldout_vs_full_fit": adjusted_rand_score(
+                    full.obs["den_clusters"].to_numpy()[test], query.obs["den_clusters"]
+                ),
+                "ARI_heldout_vs_truth": adjusted_rand_score(query.obs[label], query.obs["den_clusters"]),
+            }
+        )
 
     large = den.datasets.synthetic(args.large_cells, 2000, 15, random_state=0)
     t = time.perf_counter()
@@ -92,15 +116,27 @@ def main() -> None:
     t = time.perf_counter()
     den.tl.cluster(large, progress_bar=False)
     cluster_s = time.perf_counter() - t
-    speed = [{"n_cells": large.n_obs, "embed_s": embed_s, "cluster_s": cluster_s, "goal_cluster_s": 120,
-              "k": int(large.uns["den_clusters"]["n_clusters"]), "ARI": adjusted_rand_score(
-                  large.obs["group"], large.obs["den_clusters"])}]
+    speed = [
+        {
+            "n_cells": large.n_obs,
+            "embed_s": embed_s,
+            "cluster_s": cluster_s,
+            "goal_cluster_s": 120,
+            "k": int(large.uns["den_clusters"]["n_clusters"]),
+            "ARI": adjusted_rand_score(large.obs["group"], large.obs["den_clusters"]),
+        }
+    ]
 
     right_k = sum(r["den_k"] == r["true_k"] for r in synth)
     report("cluster_quality (k not given; Leiden resolution 1.0 on scanpy's graph)", rows)
-    report("cluster_quality synthetic (8 well-separated groups)", synth,
-           {"den_right_k": f"{right_k}/{len(synth)}", "leiden_right_k":
-            f"{sum(r['leiden_k'] == r['true_k'] for r in synth)}/{len(synth)}"})
+    report(
+        "cluster_quality synthetic (8 well-separated groups)",
+        synth,
+        {
+            "den_right_k": f"{right_k}/{len(synth)}",
+            "leiden_right_k": f"{sum(r['leiden_k'] == r['true_k'] for r in synth)}/{len(synth)}",
+        },
+    )
     print(f"den found the right k in {right_k} of {len(synth)} seeds")
     report("cluster_quality parametric (digits: fit 80 %, transform 20 %)", param)
     report("cluster_quality speed", speed)

@@ -54,8 +54,9 @@ def main() -> None:
     holdout = []
     for seed in args.seeds:
         adata, label = digits()
-        train, test = train_test_split(np.arange(adata.n_obs), test_size=0.2, random_state=seed,
-                                       stratify=adata.obs[label])
+        train, test = train_test_split(
+            np.arange(adata.n_obs), test_size=0.2, random_state=seed, stratify=adata.obs[label]
+        )
         ref, query = adata[train].copy(), adata[test].copy()
         den.tl.embed(ref, random_state=seed, **kw)
         den.tl.transform(query, ref)
@@ -63,14 +64,17 @@ def main() -> None:
         in_sample = knn_accuracy(ref.obsm["X_den"], y_ref, seed=seed)
         clf = KNeighborsClassifier(15).fit(ref.obsm["X_den"], y_ref)
         held_out = float((clf.predict(query.obsm["X_den"]) == y_q).mean())
-        holdout.append({"seed": seed, "in_sample_knn_acc": in_sample, "held_out_knn_acc": held_out,
-                        "ratio": held_out / in_sample})
+        holdout.append(
+            {"seed": seed, "in_sample_knn_acc": in_sample, "held_out_knn_acc": held_out, "ratio": held_out / in_sample}
+        )
 
     summary = {}
     for ds in ("pbmc68k_reduced", "digits"):
         r = [x for x in rows if x["dataset"] == ds]
-        summary[ds] = {k: float(np.mean([x[k] for x in r])) for k in
-                       ("den_knn_acc", "umap_knn_acc", "den_trust", "umap_trust", "knn_acc_ratio", "trust_diff")}
+        summary[ds] = {
+            k: float(np.mean([x[k] for x in r]))
+            for k in ("den_knn_acc", "umap_knn_acc", "den_trust", "umap_trust", "knn_acc_ratio", "trust_diff")
+        }
     report("embed_quality", rows, {"holdout_digits": holdout, "mean": summary, "embed_kwargs": kw})
     report("embed_quality holdout (digits, fit 80 % / transform 20 %)", holdout)
 

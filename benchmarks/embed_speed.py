@@ -46,9 +46,19 @@ def child(path: str) -> None:
     t = time.perf_counter()
     den.tl.transform(query, adata)
     transform_s = time.perf_counter() - t
-    print(json.dumps({"n_cells": adata.n_obs, "embed_s": embed_s, "input_rss_gib": base, "peak_rss_gib": peak,
-                      "peak_above_input_gib": peak - base, "transform_s": transform_s,
-                      "transform_cells_per_s": adata.n_obs / transform_s}))
+    print(
+        json.dumps(
+            {
+                "n_cells": adata.n_obs,
+                "embed_s": embed_s,
+                "input_rss_gib": base,
+                "peak_rss_gib": peak,
+                "peak_above_input_gib": peak - base,
+                "transform_s": transform_s,
+                "transform_cells_per_s": adata.n_obs / transform_s,
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -82,8 +92,15 @@ def main() -> None:
     sc.pp.neighbors(a, random_state=0)
     sc.tl.umap(a, random_state=0)
     sc_s = time.perf_counter() - t
-    rows.append({"data": f"{args.cells} x 2000", "den_embed_s": den_s, "scanpy_pca_neighbors_umap_s": sc_s,
-                 "ratio_den_over_scanpy": den_s / sc_s, "goal": "<= 2.0"})
+    rows.append(
+        {
+            "data": f"{args.cells} x 2000",
+            "den_embed_s": den_s,
+            "scanpy_pca_neighbors_umap_s": sc_s,
+            "ratio_den_over_scanpy": den_s / sc_s,
+            "goal": "<= 2.0",
+        }
+    )
     report("embed_speed (same run)", rows)
 
     if args.skip_large:

@@ -62,9 +62,17 @@ def main() -> None:
         wil_s = time.perf_counter() - t
         den_share = planted_share(adata, "den_marker_features", n_markers)
         wil_share = planted_share(adata, "wilcoxon", n_markers)
-        rows.append({"seed": seed, "den_k": int(adata.uns["den_clusters"]["n_clusters"]),
-                     "den_shap_share": float(np.mean(den_share)), "wilcoxon_share": float(np.mean(wil_share)),
-                     "difference": float(np.mean(den_share) - np.mean(wil_share)), "den_s": shap_s, "wilcoxon_s": wil_s})
+        rows.append(
+            {
+                "seed": seed,
+                "den_k": int(adata.uns["den_clusters"]["n_clusters"]),
+                "den_shap_share": float(np.mean(den_share)),
+                "wilcoxon_share": float(np.mean(wil_share)),
+                "difference": float(np.mean(den_share) - np.mean(wil_share)),
+                "den_s": shap_s,
+                "wilcoxon_s": wil_s,
+            }
+        )
     report("marker_quality synthetic (share of planted markers in each cluster's top 10)", rows)
 
     adata = sc.datasets.pbmc68k_reduced()
@@ -79,9 +87,16 @@ def main() -> None:
         major = counts.index[0]
         names = list(entry["names"][g])
         ranks = {m: names.index(m) + 1 for m in CLASSICAL.get(major, []) if m in names}
-        pbmc_rows.append({"cluster": g, "n_cells": int(members.sum()), "majority": major,
-                          "purity": float(counts.iloc[0] / members.sum()), "top10": " ".join(names[:10]),
-                          "classical_marker_ranks": " ".join(f"{m}:{r}" for m, r in ranks.items())})
+        pbmc_rows.append(
+            {
+                "cluster": g,
+                "n_cells": int(members.sum()),
+                "majority": major,
+                "purity": float(counts.iloc[0] / members.sum()),
+                "top10": " ".join(names[:10]),
+                "classical_marker_ranks": " ".join(f"{m}:{r}" for m, r in ranks.items()),
+            }
+        )
     report("marker_quality pbmc68k_reduced (top 10 SHAP genes per den cluster)", pbmc_rows)
 
     big = den.datasets.synthetic(10_000, 2000, 15, random_state=0)
@@ -89,9 +104,16 @@ def main() -> None:
     den.tl.cluster(big, progress_bar=False)
     t = time.perf_counter()
     den.tl.marker_features(big, progress_bar=False)
-    speed = [{"n_cells": big.n_obs, "n_genes": big.n_vars, "k": int(big.uns["den_clusters"]["n_clusters"]),
-              "explained_cells": len(big.uns["den_marker_features"]["shap_cells"]),
-              "marker_features_s": time.perf_counter() - t, "goal_s": 60}]
+    speed = [
+        {
+            "n_cells": big.n_obs,
+            "n_genes": big.n_vars,
+            "k": int(big.uns["den_clusters"]["n_clusters"]),
+            "explained_cells": len(big.uns["den_marker_features"]["shap_cells"]),
+            "marker_features_s": time.perf_counter() - t,
+            "goal_s": 60,
+        }
+    ]
     report("marker_quality speed (default settings)", speed)
 
 

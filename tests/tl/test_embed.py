@@ -100,10 +100,12 @@ def test_gene_input_without_pca_layer(small):
 
 
 def test_width_does_not_grow_with_genes():
-    small_model = den.DENModel.build({"n_genes": 100, "var_names": [], "n_components": 2, "hidden": [128, 128],
-                                      "n_pcs": 50, "layer": None})
-    big_model = den.DENModel.build({"n_genes": 20000, "var_names": [], "n_components": 2, "hidden": [128, 128],
-                                    "n_pcs": 50, "layer": None})
+    small_model = den.DENModel.build(
+        {"n_genes": 100, "var_names": [], "n_components": 2, "hidden": [128, 128], "n_pcs": 50, "layer": None}
+    )
+    big_model = den.DENModel.build(
+        {"n_genes": 20000, "var_names": [], "n_components": 2, "hidden": [128, 128], "n_pcs": 50, "layer": None}
+    )
     assert small_model.n_parameters == big_model.n_parameters < 30_000
 
 
@@ -146,7 +148,7 @@ def _strings(a):
         pytest.param(lambda a: a, {"use_rep": "X_nope"}, KeyError, "use_rep='X_nope'", id="missing use_rep"),
         pytest.param(_strings, {}, ValueError, "non-numeric", id="non-numeric"),
         pytest.param(lambda a: a, {"ignore": 0.0}, ValueError, "ignore", id="bad ignore"),
-        pytest.param(lambda a: a, {"device": "cuda:7"} , ValueError, "device", id="no cuda"),
+        pytest.param(lambda a: a, {"device": "cuda:7"}, ValueError, "device", id="no cuda"),
     ],
 )
 def test_bad_input(small, make, kwargs, error, match):

@@ -87,7 +87,9 @@ def test_reproducible(trained):
     a, b = trained.copy(), trained.copy()
     den.tl.marker_features(a, random_state=7, **FAST)
     den.tl.marker_features(b, random_state=7, **FAST)
-    np.testing.assert_array_equal(a.uns["den_marker_features"]["shap_values"], b.uns["den_marker_features"]["shap_values"])
+    np.testing.assert_array_equal(
+        a.uns["den_marker_features"]["shap_values"], b.uns["den_marker_features"]["shap_values"]
+    )
 
 
 def test_other_groupby(trained):
