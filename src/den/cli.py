@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 
-def demo(out: Path, *, n_epochs: int = 20, random_state: int = 0, progress_bar: bool = True) -> list[Path]:
+def demo(out: Path, *, n_epochs: int | None = None, random_state: int = 0, progress_bar: bool = True) -> list[Path]:
     """Embed, cluster and explain scanpy's bundled ``pbmc68k_reduced``; write results and figures to ``out``."""
     import matplotlib
 
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("demo", help="run embed -> cluster -> marker_features on scanpy's pbmc68k_reduced")
     p.add_argument("--out", type=Path, default=Path("den-demo"), help="output folder (default: ./den-demo)")
-    p.add_argument("--epochs", type=int, default=20, help="training epochs of the embedding")
+    p.add_argument("--epochs", type=int, default=None, help="training epochs of the embedding (default: automatic)")
     p.add_argument("--seed", type=int, default=0, help="random_state of every step")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     args = parser.parse_args(argv)
