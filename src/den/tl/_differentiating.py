@@ -89,6 +89,7 @@ def differentiating_features(
                 raise KeyError(msg)
         i1, i2 = adata.obs_names.get_indexer([group1, group2])
         idx1, idx2 = np.array([i1]), np.array([i2])
+        m1, m2 = np.arange(adata.n_obs) == i1, np.arange(adata.n_obs) == i2
         c1, c2 = str(adata.obs[cluster_key].iloc[i1]), str(adata.obs[cluster_key].iloc[i2])
     else:
         gn = group_network(adata, groupby, key=key, random_state=seed)
@@ -103,8 +104,9 @@ def differentiating_features(
         if group1 == group2:
             msg = "group1 and group2 are the same group; pick two different ones."
             raise ValueError(msg)
-        idx1 = sample_cells(labels == group1, max_cells, rng)
-        idx2 = sample_cells(labels == group2, n_background, rng)
+        m1, m2 = labels == group1, labels == group2  # fold changes use every cell of the groups
+        idx1 = sample_cells(m1, max_cells, rng)
+        idx2 = sample_cells(m2, n_background, rng)
         c1, c2 = group1, group2
     k = len(gn.categories)
     readout = np.zeros(k, dtype=np.float32)
@@ -114,9 +116,6 @@ def differentiating_features(
         readout[gn.categories.index(c1)] = 1
     att = explain(gn.net, readout, rows(gn, adata, idx1), rows(gn, adata, idx2), method=explainer, random_state=seed)
     genes = gn.model.var_names
-    m1, m2 = np.zeros(adata.n_obs, bool), np.zeros(adata.n_obs, bool)
-    m1[idx1 if groupby is None else np.flatnonzero(np.asarray(gn.labels.astype(str)) == group1)] = True
-    m2[idx2 if groupby is None else np.flatnonzero(np.asarray(gn.labels.astype(str)) == group2)] = True
     means, lfc_source = log_means(adata, gn, {"a": m1, "b": m2})
     df = pd.DataFrame(
         {

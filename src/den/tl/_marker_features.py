@@ -9,7 +9,7 @@ import pandas as pd
 from scanpy import logging as logg
 
 from den._explain import explain
-from den._utils import check_random_state, make_actual
+from den._utils import check_random_state, make_actual, progress
 
 from ._embed import _h5ad_safe
 from ._groups import group_network, log2_fold_change, log_means, rows, sample_cells, stratified_background
@@ -117,8 +117,6 @@ def marker_features(
     if not groups:
         msg = f"No cell of adata.obs[{groupby!r}] belongs to a group the network knows."
         raise ValueError(msg)
-    from den._utils import progress
-
     values, cells, cell_groups, base, table, higher = [], [], [], {}, [], {}
     for g in progress(groups, desc="SHAP per group", enabled=progress_bar):
         idx = sample_cells(gn.labels.codes == codes_by_name[g], max_cells_per_group, rng)
@@ -144,7 +142,7 @@ def marker_features(
     mean_abs = pd.DataFrame({g: np.abs(v).mean(0) for g, v in zip(groups, values, strict=True)}, index=genes)
     codes = np.asarray(gn.labels.codes)
     masks = {g: codes == codes_by_name[g] for g in groups}
-    means, lfc_source = log_means(adata, gn, {**dict(masks.items()), **{f"rest:{g}": ~m for g, m in masks.items()}})
+    means, lfc_source = log_means(adata, gn, {**masks, **{f"rest:{g}": ~m for g, m in masks.items()}})
     n_keep = len(genes) if n_genes is None else int(min(n_genes, len(genes)))
     ranked = {col: {} for col in _DTYPES}
     for g in groups:
