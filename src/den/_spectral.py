@@ -15,8 +15,10 @@ below therefore
    cell's ``n_neighbors // 2``-th neighbour, so dense and loose islands get
    comparable weights;
 2. takes the spectrum on the *dense core* only: the cells whose local scale
-   ``s_i`` is at most ``core_scale`` x the median local scale (HDBSCAN's "core
-   distance" idea). Islands of the map then separate into (nearly)
+   ``s_i`` is at most ``core_scale`` x the median local scale of their island
+   (connected piece of the affinity graph; HDBSCAN's "core distance" idea).
+   Islands differ in tightness by orders of magnitude, so a global median
+   would drop loose islands whole. Islands of the map then separate into (nearly)
    disconnected pieces of the core graph, and the spectrum shows them as a
    clean block of (near-)zero eigenvalues followed by a jump;
 3. counts clusters with the largest gap of the spectrum on a log scale,
@@ -27,6 +29,15 @@ below therefore
    Weiss 2002); clusters with fewer than ``min_cluster_size`` cells are
    dissolved, and every non-core or dissolved cell takes the majority label
    of its nearest labelled core cells.
+
+Why a merge step. A DEN map can tear one population into several islands
+(its loss barely pulls on near pairs that are already far apart), and islands
+are what the spectrum counts. :func:`merge_clusters` therefore joins clusters
+on the *data's* kNN graph (the graph DEN was trained on) by greedy modularity
+agglomeration (Clauset, Newman & Moore 2004): two clusters merge while their
+cells are data neighbours more often than a random graph with the same
+degrees predicts (observed / expected > ``resolution``), which is exactly when
+the merge raises modularity at that resolution.
 """
 
 from __future__ import annotations
@@ -162,12 +173,13 @@ def discover_clusters(
     """Spectrum of the dense core's self-tuning affinity, and the k chosen.
 
     The core is the cells whose local scale (distance to the
-    ``n_neighbors // 2``-th neighbour) is at most ``core_scale`` x its median.
+    ``n_neighbors // 2``-th neighbour) is at most ``core_scale`` x its median
+    over the cell's island (connected piece of the kNN affinity graph).
     On the core's kNN graph, with weights ``exp(-d^2 / (gamma^2 s_i s_j))``,
     the number of clusters is the position of the largest gap between
     consecutive log eigenvalues of the normalised Laplacian among the
     ``max_clusters + 1`` smallest, ``k >= 2``. ``n_clusters`` forces k.
-    ``gamma`` is the resolution knob: smaller values weaken the links between
+    ``gamma`` scales the bandwidth: smaller values weaken the links within
     islands and split more. ``min_cluster_size`` (default
     ``max(n_neighbors, n // 1000)``) is the smallest cluster kept by
     :func:`spectral_labels`; tiny core pieces below it are not counted.
@@ -178,12 +190,19 @@ def discover_clusters(
         min_cluster_size = max(n_neighbors, n // 1000)
     idx, dist = _knn(emb, n_neighbors, random_state=random_state)
     scale = dist[:, max(1, n_neighbors // 2) - 1].astype(np.float64)
-    core = scale <= core_scale * np.median(scale)
+    # islands of the map differ in tightness by orders of magnitude: the core is judged per island
+    W, s = affinity(emb, n_neighbors, gamma, idx=idx, dist=dist)
+    _, island = connected_components(W, directed=False)
+    order = np.argsort(island, kind="stable")
+    bounds = np.concatenate([[0], np.cumsum(np.bincount(island))])
+    ref = np.empty(n)
+    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+        ref[order[a:b]] = np.median(scale[order[a:b]])
+    core = scale <= core_scale * ref
     if core.sum() < max(3 * n_neighbors, n // 4):  # degenerate maps: keep everyone
         core[:] = True
     ci = np.flatnonzero(core)
     # the affinity of the whole kNN graph, restricted to core-core edges
-    W, s = affinity(emb, n_neighbors, gamma, idx=idx, dist=dist)
     W, s = W[ci][:, ci].tocsr(), s[ci]
     # core pieces smaller than min_cluster_size are not clusters: move them out of the core
     _, comp = connected_components(W, directed=False)
@@ -214,6 +233,66 @@ def discover_clusters(
         embedding=emb,
         min_cluster_size=int(min_cluster_size) if n_clusters is None else 1,
     )
+
+
+def merge_clusters(
+    labels: np.ndarray,
+    knn_idx: np.ndarray,
+    *,
+    resolution: float = 1.0,
+    n_clusters: int | None = None,
+) -> np.ndarray:
+    """Greedy modularity agglomeration of ``labels`` on a kNN graph.
+
+    ``A[a, b]`` counts the kNN edges (both directions) between clusters ``a``
+    and ``b``, ``vol`` the edge ends of each cluster and ``2m`` all of them.
+    Merging ``a`` and ``b`` changes modularity by
+    ``(A[a, b] - resolution * vol[a] * vol[b] / 2m) / m``; the best merge is
+    made while that is positive, i.e. while some pair's observed/expected edge
+    ratio ``2m A[a, b] / (vol[a] vol[b])`` exceeds ``resolution``. With
+    ``n_clusters``, merges continue (or stop) at exactly that many clusters.
+    Returns labels ``0..k-1``, ordered by cluster size.
+    """
+    labels = np.unique(labels, return_inverse=True)[1]
+    k = int(labels.max()) + 1
+    n, m = knn_idx.shape
+    ends = labels[knn_idx.ravel()]
+    A = np.zeros((k, k))
+    np.add.at(A, (np.repeat(labels, m), ends), 1.0)
+    A = A + A.T
+    vol = A.sum(1)  # out- plus in-edges of each cluster, its own included
+    np.fill_diagonal(A, 0)
+    total = vol.sum()
+    alive = np.ones(k, bool)
+    target = 1 if n_clusters is None else max(1, int(n_clusters))
+    parent = np.arange(k)
+    while alive.sum() > target:
+        gain = A / total - resolution * np.outer(vol, vol) / total**2
+        gain[~alive] = -np.inf
+        gain[:, ~alive] = -np.inf
+        np.fill_diagonal(gain, -np.inf)
+        a, b = np.unravel_index(np.argmax(gain), gain.shape)
+        if n_clusters is None and gain[a, b] <= 0:
+            break
+        A[a] += A[b]
+        A[:, a] += A[:, b]
+        A[a, a] = 0
+        A[b] = A[:, b] = 0
+        vol[a] += vol[b]
+        vol[b] = 0
+        alive[b] = False
+        parent[parent == b] = a
+    labels = np.unique(parent[labels], return_inverse=True)[1]
+    return _by_size(labels)
+
+
+def _by_size(labels: np.ndarray) -> np.ndarray:
+    """Relabel ``0..k-1`` so that ``0`` is the largest cluster."""
+    k = int(labels.max()) + 1
+    sizes = np.bincount(labels, minlength=k)
+    rank = np.empty(k, dtype=np.int64)
+    rank[np.argsort(-sizes, kind="stable")] = np.arange(k)
+    return rank[labels]
 
 
 def _spread(emb: np.ndarray, labels: np.ndarray, known: np.ndarray, n_neighbors: int) -> np.ndarray:
@@ -254,8 +333,4 @@ def spectral_labels(spectrum: Spectrum, *, random_state: int = 0) -> np.ndarray:
         known = core & big[np.maximum(labels, 0)]
         labels = _spread(spectrum.embedding, labels, known, n_nb)
     _, labels = np.unique(labels, return_inverse=True)
-    k = int(labels.max()) + 1
-    sizes = np.bincount(labels, minlength=k)
-    rank = np.empty(k, dtype=np.int64)
-    rank[np.argsort(-sizes, kind="stable")] = np.arange(k)
-    return rank[labels]
+    return _by_size(labels)

@@ -43,6 +43,24 @@ def test_discovers_k_without_being_told():
     assert adjusted_rand_score(adata.obs["group"], adata.obs["den_clusters"]) > 0.9
 
 
+def test_torn_group_is_merged_back():
+    """One group torn into two far-apart islands of the map is one cluster again (merge on the data graph)."""
+    adata = den.datasets.synthetic(600, 100, 3, n_markers=10, marker_fold=8, random_state=2)
+    den.tl.embed(adata, n_epochs=10, progress_bar=False)
+    group0 = np.flatnonzero(adata.obs["group"] == adata.obs["group"].cat.categories[0])
+    half = group0[: len(group0) // 2]
+    adata.obsm["X_den"][half] += 1000.0  # a separate island, far from everything
+    den.tl.cluster(adata, **FAST)
+    entry = adata.uns["den_clusters"]
+    assert entry["n_spectral_clusters"] == 4
+    assert entry["n_clusters"] == 3
+    assert adjusted_rand_score(adata.obs["group"], adata.obs["den_clusters"]) > 0.9
+    # at a very high resolution nothing merges
+    den.tl.cluster(adata, resolution=100.0, **FAST)
+    assert adata.uns["den_clusters"]["n_clusters"] == 4
+    assert adata.uns["den_clusters"]["params"]["resolution"] == 100.0
+
+
 def test_reproducible(trained):
     a, b = trained.copy(), trained.copy()
     den.tl.cluster(a, random_state=4, **FAST)
@@ -79,4 +97,6 @@ def test_bad_n_clusters(trained):
     before = trained.obs.copy()
     with pytest.raises(ValueError, match="n_clusters"):
         den.tl.cluster(trained, n_clusters=0, **FAST)
+    with pytest.raises(ValueError, match="resolution"):
+        den.tl.cluster(trained, resolution=0, **FAST)
     pd.testing.assert_frame_equal(trained.obs, before)

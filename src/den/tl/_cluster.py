@@ -8,9 +8,10 @@ import numpy as np
 import torch
 from scanpy import logging as logg
 
-from den._data import dense_rows, get_matrix
+from den._data import dense_rows, get_matrix, iter_rows, pca
 from den._model import DENModel
-from den._spectral import discover_clusters, spectral_labels
+from den._pairs import knn
+from den._spectral import discover_clusters, merge_clusters, spectral_labels
 from den._train import train_classifier
 from den._utils import check_random_state, get_device, make_actual, torch_seed
 
@@ -27,6 +28,7 @@ def cluster(
     n_clusters: int | None = None,
     key: str = "den",
     n_neighbors: int = 15,
+    resolution: float = 1.0,
     gamma: float = 1.0,
     max_clusters: int = 40,
     head_epochs: int = 30,
@@ -40,19 +42,25 @@ def cluster(
 ) -> AnnData | None:
     """Find clusters on the DEN map without being told how many, and learn them parametrically.
 
-    1. The dense core of the map (cells whose distance to their
-       ``n_neighbors // 2``-th neighbour is at most twice the median) gets a
-       self-tuning Gaussian affinity on its kNN graph,
+    1. The dense core of each island of the map (cells whose distance to
+       their ``n_neighbors // 2``-th neighbour is at most twice the island's
+       median) gets a self-tuning Gaussian affinity on its kNN graph,
        ``exp(-d_ij^2 / (gamma^2 s_i s_j))`` with ``s_i`` that local distance
-       (Zelnik-Manor & Perona). The number of clusters is the largest gap
-       between consecutive *log* eigenvalues among the ``max_clusters + 1``
-       smallest of its normalised Laplacian (or ``n_clusters``): stray cells
-       between islands are outside the core, so they no longer add
-       near-zero eigenvalues.
+       (Zelnik-Manor & Perona). The number of spectral clusters is the largest
+       gap between consecutive *log* eigenvalues among the
+       ``max_clusters + 1`` smallest of its normalised Laplacian: stray cells
+       between islands are outside the core, so they add no near-zero
+       eigenvalues.
     2. k-means on the row-normalised leading eigenvectors labels the core;
-       clusters smaller than ``max(n_neighbors, n_cells // 1000)`` cells are dissolved, and every
-       other cell takes the majority label of its nearest labelled core cells.
-    3. A cluster head (MLP on the embedding) learns these labels with
+       clusters smaller than ``max(n_neighbors, n_cells // 1000)`` cells are
+       dissolved, and every other cell takes the majority label of its
+       nearest labelled core cells.
+    3. A DEN map can tear one population into several islands, so clusters
+       are merged on the *data's* kNN graph (the representation ``embed``
+       trained on): greedy modularity agglomeration joins clusters while some
+       pair shares more kNN edges than a random graph with the same degrees
+       predicts (observed / expected > ``resolution``).
+    4. A cluster head (MLP on the embedding) learns these labels with
        class-balanced cross-entropy, then a copy of the encoder and the head are
        fine-tuned end to end. The map in ``obsm`` stays as :func:`den.tl.embed`
        made it; the clustering network assigns new cells in :func:`den.tl.transform`.
@@ -62,14 +70,20 @@ def cluster(
     adata
         AnnData on which :func:`den.tl.embed` ran.
     n_clusters
-        Force this many clusters instead of discovering k.
+        Force this many clusters instead of discovering k: the merge step stops
+        at exactly k (or, when the map shows fewer, the spectral step is forced to k).
     key
         ``uns``/``obsm`` key of the embedding (``"den"`` -> ``obsm["X_den"]``).
     n_neighbors
-        Neighbours per cell in the affinity graph.
+        Neighbours per cell in the map's affinity graph and in the data graph
+        used for merging.
+    resolution
+        The resolution knob, as in Leiden's modularity: two clusters merge when
+        their observed / expected share of data kNN edges exceeds it. Higher
+        values keep more clusters.
     gamma
-        Bandwidth scale (x each cell's local distance), the resolution knob:
-        smaller values cut the graph into more clusters, larger ones merge them.
+        Bandwidth scale of the map's affinity (x each cell's local distance):
+        smaller values cut islands into more spectral clusters.
     max_clusters
         Largest k considered by the log-eigengap rule.
     head_epochs
@@ -102,7 +116,8 @@ def cluster(
     `adata.obs['den_clusters_confidence']` : :class:`numpy.ndarray`
         Largest class probability.
     `adata.uns['den_clusters']` : :class:`dict`
-        ``params``, ``eigenvalues``, ``n_clusters``, ``history`` and the clustering ``model``.
+        ``params``, ``eigenvalues``, ``n_spectral_clusters`` (the log-eigengap k),
+        ``n_clusters`` (after merging), ``history`` and the clustering ``model``.
     """
     start = logg.info("computing DEN clusters")
     seed = check_random_state(random_state)
@@ -114,25 +129,30 @@ def cluster(
     if n_clusters is not None and not (1 <= n_clusters < adata.n_obs):
         msg = f"n_clusters={n_clusters} must be between 1 and the number of cells - 1."
         raise ValueError(msg)
-    if gamma <= 0 or max_clusters < 2:
-        msg = "`gamma` must be > 0 and `max_clusters` >= 2."
+    if gamma <= 0 or resolution <= 0 or max_clusters < 2:
+        msg = "`gamma` and `resolution` must be > 0 and `max_clusters` >= 2."
         raise ValueError(msg)
     X = get_matrix(adata, model.config.get("layer"))
     model.gene_index(adata.var_names)
     dev = get_device(device)
     emb = np.asarray(adata.obsm[emb_key], dtype=np.float64)
 
-    spectrum = discover_clusters(
-        emb,
-        n_neighbors=min(n_neighbors, adata.n_obs - 2),
-        gamma=gamma,
-        max_clusters=max_clusters,
-        n_clusters=n_clusters,
-        random_state=seed,
-    )
+    n_nb = min(n_neighbors, adata.n_obs - 2)
+    spectrum = discover_clusters(emb, n_neighbors=n_nb, gamma=gamma, max_clusters=max_clusters, random_state=seed)
+    if n_clusters is not None and spectrum.n_clusters < n_clusters:  # more than the map shows: split spectrally
+        spectrum = discover_clusters(
+            emb, n_neighbors=n_nb, gamma=gamma, max_clusters=max_clusters, n_clusters=n_clusters, random_state=seed
+        )
     labels = spectral_labels(spectrum, random_state=seed)
-    k = int(labels.max()) + 1  # clusters below the minimum size are dissolved into their neighbours
-    logg.info(f"    found {k} clusters (log-eigengap)" if n_clusters is None else f"    {k} clusters (forced)")
+    n_spectral = int(labels.max()) + 1  # clusters below the minimum size are dissolved into their neighbours
+    graph, _ = knn(_data_representation(adata, key, model, X), n_nb, random_state=seed)
+    labels = merge_clusters(labels, graph, resolution=resolution, n_clusters=n_clusters)
+    k = int(labels.max()) + 1
+    logg.info(
+        f"    {n_spectral} spectral clusters (log-eigengap), {k} after merging on the data graph"
+        if n_clusters is None
+        else f"    {k} clusters (forced)"
+    )
 
     rng = np.random.default_rng(seed)
     with torch_seed(seed):
@@ -184,6 +204,7 @@ def cluster(
         "n_clusters": n_clusters,
         "embedding_key": key,
         "n_neighbors": n_neighbors,
+        "resolution": resolution,
         "gamma": gamma,
         "max_clusters": max_clusters,
         "head_epochs": head_epochs,
@@ -198,6 +219,7 @@ def cluster(
     adata.uns[key_added] = {
         "params": _h5ad_safe(params),
         "n_clusters": k,
+        "n_spectral_clusters": n_spectral,
         "eigenvalues": spectrum.eigenvalues.astype(np.float64),
         "bandwidth": spectrum.bandwidth,
         "spectral_labels": labels.astype(np.int32),
@@ -213,6 +235,20 @@ def cluster(
         ),
     )
     return adata if copy else None
+
+
+def _data_representation(adata: AnnData, key: str, model: DENModel, X) -> np.ndarray:
+    """The representation whose kNN graph :func:`den.tl.embed` trained on (its ``use_rep`` or den's PCA)."""
+    params = adata.uns[key].get("params", {})
+    rep_key = params.get("use_rep", "None")
+    if rep_key != "None" and rep_key in adata.obsm:
+        return np.asarray(adata.obsm[rep_key], dtype=np.float32)
+    projection = model.encoder.projection
+    if projection is not None:
+        return np.concatenate(list(model.project(X, adata.var_names, projection)))
+    n_pcs = min(50, adata.n_vars, adata.n_obs - 1)
+    mean, components, _ = pca(X, n_pcs, random_state=int(params.get("random_state", 0)))
+    return np.concatenate([(block - mean) @ components for block in iter_rows(X)]).astype(np.float32)
 
 
 def _epochs(n_epochs: int, n_cells: int, batch_size: int, *, min_steps: int) -> int:
