@@ -46,3 +46,16 @@ def _pbmc():
 @pytest.fixture
 def pbmc(_pbmc):
     return _pbmc.copy()
+
+
+@pytest.fixture(scope="session")
+def _pbmc_embedded(_pbmc):
+    adata = _pbmc.copy()
+    den.tl.embed(adata, n_epochs=30, progress_bar=False)
+    return adata
+
+
+@pytest.fixture
+def pbmc_embedded(_pbmc_embedded):
+    """pbmc68k_reduced with a DEN map (30 epochs); a fresh copy per test."""
+    return _pbmc_embedded.copy()

@@ -1,43 +1,43 @@
-"""Cluster discovery on the embedding: self-tuning affinity on the dense core, log-spectrum gap.
+"""Cluster discovery: the map's own near-belief on the data's kNN graph, log-spectrum gap, modularity merge.
 
-METHOD.md §4, made sparse and robust: the affinity lives on the kNN graph of
-the embedding (never a dense n x n matrix, never a subsample).
+METHOD.md §4, made sparse and robust. Everything is sparse (kNN graphs,
+``eigsh``); no n x n matrix and no subsample.
 
-Why not the plain rule. On a 2-D map, cells that sit alone between islands
-(misplaced or transitional cells) hang off the graph in tiny, weakly attached
-sets. Each such "dangling" set has a near-zero Laplacian eigenvalue, so
-counting near-zero eigenvalues (or taking the largest absolute eigengap) counts
-stray cells, not clusters (37 "clusters" on ``pbmc68k_reduced``). The rule
-below therefore
+Why not the plain rule (a Gaussian affinity on the map's kNN graph, counting
+near-zero eigenvalues). DEN's loss pulls near pairs together with a force that
+does not fade as they meet, so a population collapses onto a small island, at
+scale onto *identical* coordinates: on 100,000 synthetic cells the median
+distance to the 7th map neighbour is exactly 0, the map's kNN graph falls
+into 835 pieces, and every rule built on it counts pieces, not populations.
+Cells stranded between islands add more tiny pieces (37 "clusters" on
+``pbmc68k_reduced``). The rule below therefore
 
-1. scales the Gaussian per cell (self-tuning, Zelnik-Manor & Perona 2004):
-   ``w_ij = exp(-d_ij^2 / (gamma^2 s_i s_j))`` with ``s_i`` the distance to the
-   cell's ``n_neighbors // 2``-th neighbour, so dense and loose islands get
-   comparable weights;
-2. takes the spectrum on the *dense core* only: the cells whose local scale
-   ``s_i`` is at most ``core_scale`` x the median local scale of their island
-   (connected piece of the affinity graph; HDBSCAN's "core distance" idea).
-   Islands differ in tightness by orders of magnitude, so a global median
-   would drop loose islands whole. Islands of the map then separate into (nearly)
-   disconnected pieces of the core graph, and the spectrum shows them as a
-   clean block of (near-)zero eigenvalues followed by a jump;
-3. counts clusters with the largest gap of the spectrum on a log scale,
-   ``k = argmax_k log((l_{k+1} + eps) / (l_k + eps))`` (``eps`` the
-   eigensolver's resolution), i.e. the largest *relative* gap: the block of
-   near-zero eigenvalues is found whatever its absolute scale;
-4. k-means on the row-normalised eigenvectors labels the core (Ng, Jordan &
-   Weiss 2002); clusters with fewer than ``min_cluster_size`` cells are
-   dissolved, and every non-core or dissolved cell takes the majority label
-   of its nearest labelled core cells.
-
-Why a merge step. A DEN map can tear one population into several islands
-(its loss barely pulls on near pairs that are already far apart), and islands
-are what the spectrum counts. :func:`merge_clusters` therefore joins clusters
-on the *data's* kNN graph (the graph DEN was trained on) by greedy modularity
-agglomeration (Clauset, Newman & Moore 2004): two clusters merge while their
-cells are data neighbours more often than a random graph with the same
-degrees predicts (observed / expected > ``resolution``), which is exactly when
-the merge raises modularity at that resolution.
+1. takes its edges from the *data*: the kNN graph of the representation DEN
+   was trained on (``X_pca`` or den's PCA), which links every cell to real
+   neighbours whatever the map did;
+2. weights each edge by the network's own belief that the pair is a near pair,
+   ``w_ij = 1 - F_cdf(d_ij^2 / gamma^2; 1, n_components)`` with ``d_ij`` the
+   distance on the map: the same F-distribution the loss trained it with, so
+   the bandwidth is set by the method, not tuned per data set. Edges the map
+   treats as far (``w <= 0.5``) are dropped;
+3. takes the spectrum on the well-placed cells only: those whose mean belief
+   over their data neighbours is at least 0.5 (a cell torn away from most of
+   its neighbours sits between islands), without pieces smaller than
+   ``min_cluster_size``;
+4. counts clusters with the largest gap of the normalised Laplacian's
+   spectrum on a log scale, ``k = argmax_k log((l_{k+1} + eps) / (l_k + eps))``
+   (``eps`` the eigensolver's resolution), i.e. the largest *relative* gap:
+   the block of near-zero eigenvalues is found whatever its absolute scale;
+5. labels those cells by k-means on the row-normalised eigenvectors (Ng,
+   Jordan & Weiss 2002), dissolves clusters smaller than
+   ``min_cluster_size``, and gives every other cell the majority label of its
+   nearest labelled cells on the map;
+6. merges clusters on the data graph (:func:`merge_clusters`): the map can tear
+   one population into several islands (its loss barely pulls on near pairs
+   that are already far apart), so two clusters merge while their cells are
+   data neighbours more often than a random graph with the same degrees
+   predicts (observed / expected > ``resolution``), greedy modularity
+   agglomeration (Clauset, Newman & Moore 2004).
 """
 
 from __future__ import annotations
@@ -45,11 +45,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import sparse
+from scipy import sparse, stats
 from scipy.sparse.csgraph import connected_components
 from scipy.sparse.linalg import eigsh
-
-from ._pairs import knn
 
 #: relative resolution of the eigensolver: eigenvalues below this count as 0 in the log-gap rule
 EIG_FLOOR = 1e-6
@@ -62,53 +60,37 @@ class Spectrum:
     eigenvalues: np.ndarray  #: smallest eigenvalues of the core graph's normalised Laplacian, ascending
     eigenvectors: np.ndarray  #: matching eigenvectors of the normalised affinity (n_core x m)
     n_clusters: int  #: the k chosen (or forced)
-    bandwidth: float  #: median local bandwidth ``gamma * s_i``
-    core: np.ndarray = field(default=None)  #: boolean mask of the core cells (the rows of ``eigenvectors``)
-    knn_idx: np.ndarray = field(default=None)  #: kNN indices of every cell (n x n_neighbors)
+    core: np.ndarray = field(default=None)  #: boolean mask of the well-placed cells (the rows of ``eigenvectors``)
     embedding: np.ndarray = field(default=None, repr=False)  #: the embedding itself (a reference)
+    n_neighbors: int = 15  #: neighbours per cell of the graph; also used to spread labels
     min_cluster_size: int = 1  #: clusters smaller than this are dissolved by :func:`spectral_labels`
 
 
-def affinity(
-    emb: np.ndarray,
-    n_neighbors: int,
-    gamma: float,
-    *,
-    random_state: int = 0,
-    idx: np.ndarray | None = None,
-    dist: np.ndarray | None = None,
-) -> tuple[sparse.csr_matrix, np.ndarray]:
-    """Symmetric self-tuning Gaussian affinity on the kNN graph of ``emb``.
+def near_belief(emb: np.ndarray, graph: np.ndarray, *, gamma: float = 1.0) -> np.ndarray:
+    """``1 - F_cdf(d^2 / gamma^2; 1, n_components)`` for each edge ``(i, graph[i, j])``, shape of ``graph``.
 
-    ``w_ij = exp(-d_ij^2 / (gamma^2 s_i s_j))``, ``s_i`` the distance from cell
-    ``i`` to its ``max(1, n_neighbors // 2)``-th neighbour. Returns the affinity
-    and the local scales ``s``.
+    The network's belief that the pair is a near pair: DEN's loss is this F
+    distribution of squared map distances.
     """
-    n = emb.shape[0]
-    if idx is None or dist is None:
-        idx, dist = knn(emb, n_neighbors, random_state=random_state)
-    dist = dist.astype(np.float64)
-    s = dist[:, max(1, n_neighbors // 2) - 1].copy()
-    pos = s[s > 0]
-    s = np.maximum(s, pos.min() if len(pos) else 1.0)
-    w = np.exp(-(dist**2) / (gamma**2 * s[:, None] * s[idx]))
-    rows = np.repeat(np.arange(n), idx.shape[1])
-    W = sparse.csr_matrix((w.ravel(), (rows, idx.ravel())), shape=(n, n))
+    n, m = graph.shape
+    diff = emb[np.repeat(np.arange(n), m)] - emb[graph.ravel()]
+    d2 = np.einsum("ij,ij->i", diff, diff) / gamma**2
+    return stats.f.sf(d2, 1, emb.shape[1]).reshape(n, m)
+
+
+def affinity(emb: np.ndarray, graph: np.ndarray, *, gamma: float = 1.0) -> tuple[sparse.csr_matrix, np.ndarray]:
+    """Symmetric affinity on the data kNN ``graph`` (n x m indices) weighted by the map's near-belief.
+
+    Edges with belief <= 0.5 are dropped. Returns the affinity and each cell's
+    mean belief over its ``m`` neighbours.
+    """
+    n, m = graph.shape
+    belief = near_belief(emb, graph, gamma=gamma)
+    w = np.where(belief > 0.5, belief, 0.0)
+    W = sparse.csr_matrix((w.ravel(), (np.repeat(np.arange(n), m), graph.ravel())), shape=(n, n))
     W = W.maximum(W.T).tocsr()
     W.eliminate_zeros()
-    return W, s
-
-
-def _knn(emb: np.ndarray, n_neighbors: int, *, random_state: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Exact kNN with a k-d tree for low-dimensional maps (fast at any n), else :func:`den._pairs.knn`."""
-    if emb.shape[1] > 10:
-        return knn(emb, n_neighbors, random_state=random_state)
-    from sklearn.neighbors import NearestNeighbors
-
-    from ._pairs import _drop_self
-
-    dist, idx = NearestNeighbors(n_neighbors=n_neighbors + 1, algorithm="kd_tree").fit(emb).kneighbors(emb)
-    return _drop_self(idx, dist, n_neighbors)
+    return W, belief.mean(1)
 
 
 def _leading_eigvecs(S: sparse.csr_matrix, m: int, random_state: int) -> tuple[np.ndarray, np.ndarray]:
@@ -161,76 +143,58 @@ def log_gap_k(eigenvalues: np.ndarray, *, floor: float = EIG_FLOOR, k_min: int =
 
 def discover_clusters(
     emb: np.ndarray,
+    graph: np.ndarray,
     *,
-    n_neighbors: int = 15,
     gamma: float = 1.0,
     max_clusters: int = 40,
     n_clusters: int | None = None,
-    core_scale: float = 2.0,
     min_cluster_size: int | None = None,
     random_state: int = 0,
 ) -> Spectrum:
-    """Spectrum of the dense core's self-tuning affinity, and the k chosen.
+    """Spectrum of the well-placed cells' affinity, and the k chosen (steps 1-4 of the module docs).
 
-    The core is the cells whose local scale (distance to the
-    ``n_neighbors // 2``-th neighbour) is at most ``core_scale`` x its median
-    over the cell's island (connected piece of the kNN affinity graph).
-    On the core's kNN graph, with weights ``exp(-d^2 / (gamma^2 s_i s_j))``,
-    the number of clusters is the position of the largest gap between
+    ``graph`` holds each cell's neighbours in the data (n x m indices). The
+    number of clusters is the position of the largest gap between
     consecutive log eigenvalues of the normalised Laplacian among the
-    ``max_clusters + 1`` smallest, ``k >= 2``. ``n_clusters`` forces k.
-    ``gamma`` scales the bandwidth: smaller values weaken the links within
-    islands and split more. ``min_cluster_size`` (default
-    ``max(n_neighbors, n // 1000)``) is the smallest cluster kept by
-    :func:`spectral_labels`; tiny core pieces below it are not counted.
+    ``max_clusters + 1`` smallest, ``k >= 2``; ``n_clusters`` forces k.
+    ``gamma`` scales map distances before the F-distribution: larger values
+    keep more edges and join islands, smaller ones split.
+    ``min_cluster_size`` (default ``max(m, n // 1000)``) is the smallest
+    cluster kept by :func:`spectral_labels`; smaller connected pieces of the
+    affinity do not enter the spectrum.
     """
     emb = np.asarray(emb, dtype=np.float64)
-    n = emb.shape[0]
+    n, m = graph.shape
     if min_cluster_size is None:
-        min_cluster_size = max(n_neighbors, n // 1000)
-    idx, dist = _knn(emb, n_neighbors, random_state=random_state)
-    scale = dist[:, max(1, n_neighbors // 2) - 1].astype(np.float64)
-    # islands of the map differ in tightness by orders of magnitude: the core is judged per island
-    W, s = affinity(emb, n_neighbors, gamma, idx=idx, dist=dist)
-    _, island = connected_components(W, directed=False)
-    order = np.argsort(island, kind="stable")
-    bounds = np.concatenate([[0], np.cumsum(np.bincount(island))])
-    ref = np.empty(n)
-    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
-        ref[order[a:b]] = np.median(scale[order[a:b]])
-    core = scale <= core_scale * ref
-    if core.sum() < max(3 * n_neighbors, n // 4):  # degenerate maps: keep everyone
+        min_cluster_size = max(m, n // 1000)
+    W, belief = affinity(emb, graph, gamma=gamma)
+    core = belief >= 0.5
+    if core.sum() < max(3 * m, n // 4):  # degenerate maps: keep everyone
         core[:] = True
     ci = np.flatnonzero(core)
-    # the affinity of the whole kNN graph, restricted to core-core edges
-    W, s = W[ci][:, ci].tocsr(), s[ci]
-    # core pieces smaller than min_cluster_size are not clusters: move them out of the core
+    W = W[ci][:, ci].tocsr()
+    # pieces smaller than min_cluster_size are not clusters: move them out of the core
     _, comp = connected_components(W, directed=False)
     small = np.bincount(comp)[comp] < min_cluster_size
-    if small.any() and (~small).sum() > 3 * n_neighbors:
+    if small.any() and (~small).sum() > 3 * m:
         core[ci[small]] = False
-        ci = ci[~small]
         keep = np.flatnonzero(~small)
-        W = W[keep][:, keep].tocsr()
-        s = s[keep]
-    nc = len(ci)
+        ci, W = ci[keep], W[keep][:, keep].tocsr()
     deg = np.asarray(W.sum(1)).ravel()
     d = 1 / np.sqrt(np.maximum(deg, 1e-300))
     S = (sparse.diags(d) @ W @ sparse.diags(d)).tocsr()
-    m = int(min(max(max_clusters, n_clusters or 0) + 1, nc - 2))
-    evals, evecs = _leading_eigvecs(S, m, random_state)
+    n_eig = int(min(max(max_clusters, n_clusters or 0) + 1, len(ci) - 2))
+    evals, evecs = _leading_eigvecs(S, n_eig, random_state)
     order = np.argsort(evals)[::-1]
     lap = np.clip(1 - evals[order], 0, 2)
-    evecs = evecs[:, order]
     k = log_gap_k(lap[: max_clusters + 1]) if n_clusters is None else int(n_clusters)
     return Spectrum(
         eigenvalues=lap,
-        eigenvectors=evecs,
+        eigenvectors=evecs[:, order],
         n_clusters=k,
-        bandwidth=float(gamma * np.median(s)),
         core=core,
-        knn_idx=idx,
         embedding=emb,
+        n_neighbors=m,
         min_cluster_size=int(min_cluster_size) if n_clusters is None else 1,
     )
 
@@ -312,7 +276,7 @@ def spectral_labels(spectrum: Spectrum, *, random_state: int = 0) -> np.ndarray:
 
     Non-core cells, and cells of clusters smaller than ``spectrum.min_cluster_size``
     (which are dissolved, so the final k can be smaller than ``spectrum.n_clusters``),
-    take the majority label of their nearest labelled core cells.
+    take the majority label of their nearest labelled core cells on the map.
     """
     from sklearn.cluster import KMeans
 
@@ -320,17 +284,14 @@ def spectral_labels(spectrum: Spectrum, *, random_state: int = 0) -> np.ndarray:
     U = spectrum.eigenvectors[:, :k]
     U = U / np.maximum(np.linalg.norm(U, axis=1, keepdims=True), 1e-12)
     core_labels = KMeans(k, n_init=10, random_state=random_state).fit_predict(U)
-    core = spectrum.core if spectrum.core is not None else np.ones(len(core_labels), bool)
-    n = len(core)
-    labels = np.full(n, -1, dtype=np.int64)
+    core = spectrum.core
+    labels = np.full(len(core), -1, dtype=np.int64)
     labels[core] = core_labels
-    n_nb = spectrum.knn_idx.shape[1] if spectrum.knn_idx is not None else 15
-    if spectrum.embedding is not None:
-        sizes = np.bincount(core_labels, minlength=k)
-        big = sizes >= spectrum.min_cluster_size
-        if not big.any():
-            big[np.argmax(sizes)] = True
-        known = core & big[np.maximum(labels, 0)]
-        labels = _spread(spectrum.embedding, labels, known, n_nb)
+    sizes = np.bincount(core_labels, minlength=k)
+    big = sizes >= spectrum.min_cluster_size
+    if not big.any():
+        big[np.argmax(sizes)] = True
+    known = core & big[np.maximum(labels, 0)]
+    labels = _spread(spectrum.embedding, labels, known, spectrum.n_neighbors)
     _, labels = np.unique(labels, return_inverse=True)
     return _by_size(labels)

@@ -42,22 +42,23 @@ def cluster(
 ) -> AnnData | None:
     """Find clusters on the DEN map without being told how many, and learn them parametrically.
 
-    1. The dense core of each island of the map (cells whose distance to
-       their ``n_neighbors // 2``-th neighbour is at most twice the island's
-       median) gets a self-tuning Gaussian affinity on its kNN graph,
-       ``exp(-d_ij^2 / (gamma^2 s_i s_j))`` with ``s_i`` that local distance
-       (Zelnik-Manor & Perona). The number of spectral clusters is the largest
-       gap between consecutive *log* eigenvalues among the
-       ``max_clusters + 1`` smallest of its normalised Laplacian: stray cells
-       between islands are outside the core, so they add no near-zero
-       eigenvalues.
-    2. k-means on the row-normalised leading eigenvectors labels the core;
+    1. The affinity lives on the *data's* kNN graph (the representation
+       :func:`den.tl.embed` trained on), each edge weighted by the network's
+       own belief that the pair is near, ``1 - F_cdf(d_map^2 / gamma^2)``
+       (the F-distribution of DEN's loss); edges it treats as far are
+       dropped. DEN maps collapse populations onto tiny islands, at scale onto
+       identical points, so a kNN graph *on the map* breaks into pieces; the
+       data graph does not.
+    2. The number of spectral clusters is the largest gap between consecutive
+       *log* eigenvalues among the ``max_clusters + 1`` smallest of the
+       normalised Laplacian of the well-placed cells (mean belief over their
+       neighbours >= 0.5: stray cells between islands add no near-zero
+       eigenvalues). k-means on the row-normalised eigenvectors labels them;
        clusters smaller than ``max(n_neighbors, n_cells // 1000)`` cells are
        dissolved, and every other cell takes the majority label of its
-       nearest labelled core cells.
+       nearest labelled cells on the map.
     3. A DEN map can tear one population into several islands, so clusters
-       are merged on the *data's* kNN graph (the representation ``embed``
-       trained on): greedy modularity agglomeration joins clusters while some
+       are merged on the same data graph: greedy modularity agglomeration joins clusters while some
        pair shares more kNN edges than a random graph with the same degrees
        predicts (observed / expected > ``resolution``).
     4. A cluster head (MLP on the embedding) learns these labels with
@@ -75,15 +76,14 @@ def cluster(
     key
         ``uns``/``obsm`` key of the embedding (``"den"`` -> ``obsm["X_den"]``).
     n_neighbors
-        Neighbours per cell in the map's affinity graph and in the data graph
-        used for merging.
+        Neighbours per cell in the data kNN graph.
     resolution
         The resolution knob, as in Leiden's modularity: two clusters merge when
         their observed / expected share of data kNN edges exceeds it. Higher
         values keep more clusters.
     gamma
-        Bandwidth scale of the map's affinity (x each cell's local distance):
-        smaller values cut islands into more spectral clusters.
+        Scale of map distances in the affinity, ``1 - F_cdf(d^2 / gamma^2)``:
+        larger values join nearby islands, smaller ones split more.
     max_clusters
         Largest k considered by the log-eigengap rule.
     head_epochs
@@ -138,14 +138,14 @@ def cluster(
     emb = np.asarray(adata.obsm[emb_key], dtype=np.float64)
 
     n_nb = min(n_neighbors, adata.n_obs - 2)
-    spectrum = discover_clusters(emb, n_neighbors=n_nb, gamma=gamma, max_clusters=max_clusters, random_state=seed)
+    graph, _ = knn(_data_representation(adata, key, model, X), n_nb, random_state=seed)
+    spectrum = discover_clusters(emb, graph, gamma=gamma, max_clusters=max_clusters, random_state=seed)
     if n_clusters is not None and spectrum.n_clusters < n_clusters:  # more than the map shows: split spectrally
         spectrum = discover_clusters(
-            emb, n_neighbors=n_nb, gamma=gamma, max_clusters=max_clusters, n_clusters=n_clusters, random_state=seed
+            emb, graph, gamma=gamma, max_clusters=max_clusters, n_clusters=n_clusters, random_state=seed
         )
     labels = spectral_labels(spectrum, random_state=seed)
     n_spectral = int(labels.max()) + 1  # clusters below the minimum size are dissolved into their neighbours
-    graph, _ = knn(_data_representation(adata, key, model, X), n_nb, random_state=seed)
     labels = merge_clusters(labels, graph, resolution=resolution, n_clusters=n_clusters)
     k = int(labels.max()) + 1
     logg.info(
@@ -221,8 +221,7 @@ def cluster(
         "n_clusters": k,
         "n_spectral_clusters": n_spectral,
         "eigenvalues": spectrum.eigenvalues.astype(np.float64),
-        "bandwidth": spectrum.bandwidth,
-        "spectral_labels": labels.astype(np.int32),
+        "training_labels": labels.astype(np.int32),
         "history": {name: np.asarray(h, dtype=np.float64) for name, h in history.items()},
         "model": model.cluster_to_uns(),
     }
