@@ -13,7 +13,7 @@ from den._model import DENModel
 from den._pairs import knn
 from den._spectral import discover_clusters, merge_clusters, spectral_labels
 from den._train import train_classifier
-from den._utils import check_random_state, get_device, make_actual, torch_seed
+from den._utils import check_random_state, get_device, make_actual, torch_seed, training_threads
 
 from ._cluster_results import write_clusters
 from ._embed import _h5ad_safe
@@ -160,18 +160,19 @@ def cluster(
     encoder, head = net[0], net[1]
     history = {}
     head.to(dev)
-    history["head"] = train_classifier(
-        head,
-        torch.from_numpy(emb.astype(np.float32)).to(dev),
-        labels,
-        n_epochs=_epochs(head_epochs, adata.n_obs, batch_size, min_steps=1000),
-        batch_size=batch_size,
-        learning_rate=1e-3,
-        rng=rng,
-        device=dev,
-        progress_bar=progress_bar,
-        desc="DEN cluster head",
-    )
+    with training_threads(dev):
+        history["head"] = train_classifier(
+            head,
+            torch.from_numpy(emb.astype(np.float32)).to(dev),
+            labels,
+            n_epochs=_epochs(head_epochs, adata.n_obs, batch_size, min_steps=1000),
+            batch_size=batch_size,
+            learning_rate=1e-3,
+            rng=rng,
+            device=dev,
+            progress_bar=progress_bar,
+            desc="DEN cluster head",
+        )
     if encoder.projection is not None:
         inputs = np.concatenate(list(model.project(X, adata.var_names, encoder.projection)))
         inputs = torch.from_numpy(inputs).to(dev)
@@ -181,18 +182,19 @@ def cluster(
         trainable = net
     trainable.to(dev)
     if finetune_epochs > 0:
-        history["finetune"] = train_classifier(
-            trainable,
-            inputs,
-            labels,
-            n_epochs=_epochs(finetune_epochs, adata.n_obs, batch_size, min_steps=200),
-            batch_size=batch_size,
-            learning_rate=1e-4,
-            rng=rng,
-            device=dev,
-            progress_bar=progress_bar,
-            desc="DEN fine-tuning",
-        )
+        with training_threads(dev):
+            history["finetune"] = train_classifier(
+                trainable,
+                inputs,
+                labels,
+                n_epochs=_epochs(finetune_epochs, adata.n_obs, batch_size, min_steps=200),
+                batch_size=batch_size,
+                learning_rate=1e-4,
+                rng=rng,
+                device=dev,
+                progress_bar=progress_bar,
+                desc="DEN fine-tuning",
+            )
     net.cpu().eval()
     categories = [str(c) for c in range(k)]
     model.attach_clusters(

@@ -13,7 +13,7 @@ from den._data import dense_rows, get_matrix, pca, warn_if_counts
 from den._model import DENModel
 from den._pairs import knn, near_pairs
 from den._train import train_embedding
-from den._utils import check_random_state, get_device, make_actual, torch_seed
+from den._utils import check_random_state, get_device, make_actual, torch_seed, training_threads
 from den.nn import input_projection, set_pca
 
 if TYPE_CHECKING:
@@ -185,22 +185,23 @@ def embed(
             return torch.from_numpy(dense_rows(X, idx)).to(dev)
 
     net.to(dev)
-    history = train_embedding(
-        net,
-        inputs,
-        rep,
-        near,
-        n_far=n_far,
-        uniform_far=uniform_far,
-        n_components=n_components,
-        n_epochs=n_epochs,
-        batch_size=batch_size,
-        learning_rate=learning_rate,
-        ignore=ignore,
-        rng=rng,
-        device=dev,
-        progress_bar=progress_bar,
-    )
+    with training_threads(dev):  # one torch thread on CPU: see den._utils.training_threads
+        history = train_embedding(
+            net,
+            inputs,
+            rep,
+            near,
+            n_far=n_far,
+            uniform_far=uniform_far,
+            n_components=n_components,
+            n_epochs=n_epochs,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            ignore=ignore,
+            rng=rng,
+            device=dev,
+            progress_bar=progress_bar,
+        )
     encoder.eval()
     coords = model.embed(X, adata.var_names, device=str(dev))  # the same path as den.tl.transform
     encoder.cpu().eval()
