@@ -158,21 +158,6 @@ def cluster(
     with torch_seed(seed):
         net = model.make_cluster_net(k)
     encoder, head = net[0], net[1]
-    history = {}
-    head.to(dev)
-    with training_threads(dev):
-        history["head"] = train_classifier(
-            head,
-            torch.from_numpy(emb.astype(np.float32)).to(dev),
-            labels,
-            n_epochs=_epochs(head_epochs, adata.n_obs, batch_size, min_steps=1000),
-            batch_size=batch_size,
-            learning_rate=1e-3,
-            rng=rng,
-            device=dev,
-            progress_bar=progress_bar,
-            desc="DEN cluster head",
-        )
     if encoder.projection is not None:
         inputs = np.concatenate(list(model.project(X, adata.var_names, encoder.projection)))
         inputs = torch.from_numpy(inputs).to(dev)
@@ -180,20 +165,28 @@ def cluster(
     else:
         inputs = lambda idx: torch.from_numpy(dense_rows(X, idx)).to(dev)
         trainable = net
-    trainable.to(dev)
-    if finetune_epochs > 0:
+    # (network, its inputs, epochs, minimum steps, learning rate, progress label)
+    stages = {
+        "head": (head, torch.from_numpy(emb.astype(np.float32)).to(dev), head_epochs, 1000, 1e-3, "DEN cluster head"),
+        "finetune": (trainable, inputs, finetune_epochs, 200, 1e-4, "DEN fine-tuning"),
+    }
+    history = {}
+    for stage, (trainee, x, n_epochs, min_steps, lr, desc) in stages.items():
+        if n_epochs <= 0:
+            continue
+        trainee.to(dev)
         with training_threads(dev):
-            history["finetune"] = train_classifier(
-                trainable,
-                inputs,
+            history[stage] = train_classifier(
+                trainee,
+                x,
                 labels,
-                n_epochs=_epochs(finetune_epochs, adata.n_obs, batch_size, min_steps=200),
+                n_epochs=_epochs(n_epochs, adata.n_obs, batch_size, min_steps=min_steps),
                 batch_size=batch_size,
-                learning_rate=1e-4,
+                learning_rate=lr,
                 rng=rng,
                 device=dev,
                 progress_bar=progress_bar,
-                desc="DEN fine-tuning",
+                desc=desc,
             )
     net.cpu().eval()
     categories = [str(c) for c in range(k)]
