@@ -6,9 +6,13 @@ from den._utils import TRAINING_THREADS, training_threads
 
 def test_training_threads_restores_setting():
     before = torch.get_num_threads()
-    with training_threads(torch.device("cpu")):
-        assert torch.get_num_threads() == TRAINING_THREADS
-    assert torch.get_num_threads() == before
+    torch.set_num_threads(TRAINING_THREADS + 1)
+    try:
+        with training_threads(torch.device("cpu")):
+            assert torch.get_num_threads() == TRAINING_THREADS
+        assert torch.get_num_threads() == TRAINING_THREADS + 1
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_tools_leave_thread_setting_alone(small):

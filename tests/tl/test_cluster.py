@@ -51,8 +51,14 @@ def test_torn_group_is_one_cluster():
     adata.obsm["X_den"][group0[: len(group0) // 2]] += 1000.0  # a separate island, far from everything
     den.tl.cluster(adata, **FAST)
     entry = adata.uns["den_clusters"]
-    assert entry["n_clusters"] == 3 <= entry["n_spectral_clusters"]
+    assert entry["n_clusters"] == 3 <= entry["n_spectral_clusters"] <= entry["n_eigengap"]
     assert adjusted_rand_score(adata.obs["group"], adata.obs["den_clusters"]) > 0.9
+    # forcing fewer clusters merges the closest groups: exactly k, and the merged groups stay whole
+    den.tl.cluster(adata, n_clusters=2, **FAST)
+    assert adata.uns["den_clusters"]["n_clusters"] == 2
+    assert adjusted_rand_score(adata.obs["group"], adata.obs["den_clusters"]) > 0.4
+    pairs = pd.crosstab(adata.obs["group"], adata.obs["den_clusters"])
+    assert ((pairs > 0).sum(1) == 1).all()  # no group is split between the two clusters
 
 
 def test_resolution_controls_merging(pbmc_embedded):

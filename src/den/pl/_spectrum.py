@@ -21,10 +21,11 @@ def spectrum(
     show: bool | None = None,
     return_fig: bool = False,
 ):
-    """Smallest eigenvalues of the graph Laplacian, with the number of spectral clusters marked.
+    """Smallest eigenvalues of the graph Laplacian, with the k of the largest log-eigengap marked.
 
-    The marked k is the log-eigengap choice on the map; the title also gives the
-    number of clusters left after merging on the data graph (see :func:`den.tl.cluster`).
+    The graph is the data's kNN graph weighted by the map's near-belief; the
+    title also gives the number of clusters left after dissolving small ones and
+    merging on the data graph (see :func:`den.tl.cluster`).
 
     Parameters
     ----------
@@ -39,14 +40,14 @@ def spectrum(
     entry = uns_entry(adata, key, "cluster")
     evals = np.asarray(entry["eigenvalues"])
     k_final = int(entry["n_clusters"])
-    k = int(entry.get("n_spectral_clusters", k_final))
+    k = int(entry.get("n_eigengap", k_final))
     fig, ax = new_axes(ax, (4.5, 3))
     pos = np.arange(1, len(evals) + 1)
     ax.plot(pos, evals, "o-", ms=3, color="0.4")
-    ax.plot(pos[:k], evals[:k], "o", ms=5, color="C3", label=f"{k} spectral clusters")
+    ax.plot(pos[:k], evals[:k], "o", ms=5, color="C3", label=f"largest log-gap: k = {k}")
     ax.axvline(k + 0.5, color="C3", ls="--", lw=1)
     ax.set_xlabel("index")
     ax.set_ylabel("eigenvalue of the normalised Laplacian")
-    ax.set_title(f"DEN cluster spectrum ({k_final} clusters after merging)")
+    ax.set_title(f"DEN cluster spectrum ({k_final} clusters in the end)")
     ax.legend(frameon=False)
     return finish(fig, ax, show=show, return_fig=return_fig)

@@ -110,14 +110,16 @@ def cluster(
     Returns ``None`` or, with ``copy=True``, a copy of ``adata``, with
 
     `adata.obs['den_clusters' | key_added]` : :class:`pandas.Categorical`
-        Cluster labels ``"0"``, ``"1"``, ... (``"0"`` the largest spectral cluster).
+        Cluster labels ``"0"``, ``"1"``, ... (``"0"`` the largest cluster after merging).
     `adata.obsm['den_clusters_proba']` : :class:`numpy.ndarray`
         Class probabilities (cells x clusters).
     `adata.obs['den_clusters_confidence']` : :class:`numpy.ndarray`
         Largest class probability.
     `adata.uns['den_clusters']` : :class:`dict`
-        ``params``, ``eigenvalues``, ``n_spectral_clusters`` (the log-eigengap k),
-        ``n_clusters`` (after merging), ``history`` and the clustering ``model``.
+        ``params``, ``eigenvalues``, ``n_eigengap`` (the k at the largest log-eigengap, or
+        the forced k), ``n_spectral_clusters`` (after dissolving small clusters),
+        ``n_clusters`` (after merging), ``training_labels`` (what the network learnt),
+        ``history`` and the clustering ``model``.
     """
     start = logg.info("computing DEN clusters")
     seed = check_random_state(random_state)
@@ -140,16 +142,18 @@ def cluster(
     n_nb = min(n_neighbors, adata.n_obs - 2)
     graph, _ = knn(_data_representation(adata, key, model, X), n_nb, random_state=seed)
     spectrum = discover_clusters(emb, graph, gamma=gamma, max_clusters=max_clusters, random_state=seed)
-    if n_clusters is not None and spectrum.n_clusters < n_clusters:  # more than the map shows: split spectrally
+    labels = spectral_labels(spectrum, random_state=seed)
+    if n_clusters is not None and labels.max() + 1 < n_clusters:  # fewer than asked for: split spectrally into k
         spectrum = discover_clusters(
             emb, graph, gamma=gamma, max_clusters=max_clusters, n_clusters=n_clusters, random_state=seed
         )
-    labels = spectral_labels(spectrum, random_state=seed)
+        labels = spectral_labels(spectrum, random_state=seed)
     n_spectral = int(labels.max()) + 1  # clusters below the minimum size are dissolved into their neighbours
     labels = merge_clusters(labels, graph, resolution=resolution, n_clusters=n_clusters)
     k = int(labels.max()) + 1
     logg.info(
-        f"    {n_spectral} spectral clusters (log-eigengap), {k} after merging on the data graph"
+        f"    {spectrum.n_clusters} clusters by log-eigengap, {n_spectral} after dissolving small ones, "
+        f"{k} after merging on the data graph"
         if n_clusters is None
         else f"    {k} clusters (forced)"
     )
@@ -214,6 +218,7 @@ def cluster(
     adata.uns[key_added] = {
         "params": _h5ad_safe(params),
         "n_clusters": k,
+        "n_eigengap": int(spectrum.n_clusters),
         "n_spectral_clusters": n_spectral,
         "eigenvalues": spectrum.eigenvalues.astype(np.float64),
         "training_labels": labels.astype(np.int32),
