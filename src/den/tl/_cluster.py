@@ -139,8 +139,10 @@ def cluster(
     dev = get_device(device)
     emb = np.asarray(adata.obsm[emb_key], dtype=np.float64)
 
+    # the frozen PCA layer's output: the data graph's representation (unless `use_rep`) and the fine-tuning input
+    pcs = None if model.encoder.projection is None else np.concatenate(list(model.project(X, adata.var_names)))
     n_nb = min(n_neighbors, adata.n_obs - 2)
-    graph, _ = knn(_data_representation(adata, key, model, X), n_nb, random_state=seed)
+    graph, _ = knn(_data_representation(adata, key, X, pcs), n_nb, random_state=seed)
     spectrum = discover_clusters(emb, graph, gamma=gamma, max_clusters=max_clusters, random_state=seed)
     labels = spectral_labels(spectrum, random_state=seed)
     if n_clusters is not None and labels.max() + 1 < n_clusters:  # fewer than asked for: split spectrally into k
@@ -162,9 +164,8 @@ def cluster(
     with torch_seed(seed):
         net = model.make_cluster_net(k)
     encoder, head = net[0], net[1]
-    if encoder.projection is not None:
-        inputs = np.concatenate(list(model.project(X, adata.var_names, encoder.projection)))
-        inputs = torch.from_numpy(inputs).to(dev)
+    if pcs is not None:  # the copied encoder's frozen layer is the model's: reuse its output
+        inputs = torch.from_numpy(pcs).to(dev)
         trainable = torch.nn.Sequential(encoder.mlp, head)
     else:
         inputs = lambda idx: torch.from_numpy(dense_rows(X, idx)).to(dev)
@@ -236,15 +237,18 @@ def cluster(
     return adata if copy else None
 
 
-def _data_representation(adata: AnnData, key: str, model: DENModel, X) -> np.ndarray:
-    """The representation whose kNN graph :func:`den.tl.embed` trained on (its ``use_rep`` or den's PCA)."""
+def _data_representation(adata: AnnData, key: str, X, pcs: np.ndarray | None) -> np.ndarray:
+    """The representation whose kNN graph :func:`den.tl.embed` trained on.
+
+    Its ``use_rep``; else ``pcs``, the output of the model's frozen PCA layer;
+    else (a model without that layer) a PCA of ``X``.
+    """
     params = adata.uns[key].get("params", {})
     rep_key = params.get("use_rep", "None")
     if rep_key != "None" and rep_key in adata.obsm:
         return np.asarray(adata.obsm[rep_key], dtype=np.float32)
-    projection = model.encoder.projection
-    if projection is not None:
-        return np.concatenate(list(model.project(X, adata.var_names, projection)))
+    if pcs is not None:
+        return pcs
     n_pcs = min(50, adata.n_vars, adata.n_obs - 1)
     mean, components, _ = pca(X, n_pcs, random_state=int(params.get("random_state", 0)))
     return np.concatenate([(block - mean) @ components for block in iter_rows(X)]).astype(np.float32)
