@@ -66,3 +66,10 @@ def test_missing_results_name_the_tool(small):
         den.pl.marker_features(small, show=False)
     with pytest.raises(KeyError, match="den.tl.embed"):
         den.pl.embedding(small, show=False)
+
+
+def test_docstrings_filled():
+    for name in den.pl.__all__:
+        doc = getattr(den.pl, name).__doc__
+        assert "{ax_show_return_fig}" not in doc
+        assert "return_fig" in doc

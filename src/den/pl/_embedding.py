@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from den.pl._utils import finish, new_axes, uns_entry
+from den.pl._utils import doc_plot_params, finish, new_axes, uns_entry
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -37,6 +37,7 @@ def embedding(adata: AnnData, *, basis: str = "den", **kwargs):
     return sc.pl.embedding(adata, basis=basis, **kwargs)
 
 
+@doc_plot_params
 def history(
     adata: AnnData,
     *,
@@ -53,9 +54,7 @@ def history(
         AnnData on which :func:`den.tl.embed` ran.
     key
         ``uns`` key of the embedding.
-    ax, show, return_fig
-        Draw into ``ax``; show the plot (default: scanpy's ``autoshow``);
-        return the :class:`~matplotlib.figure.Figure` instead of the axes.
+    {ax_show_return_fig}
     """
     loss = np.asarray(uns_entry(adata, key, "embed")["history"]["loss"])
     fig, ax = new_axes(ax, (4, 3))

@@ -8,13 +8,14 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from den.pl._utils import finish, new_axes, uns_entry
+from den.pl._utils import doc_plot_params, finish, new_axes, uns_entry
 
 if TYPE_CHECKING:
     from anndata import AnnData
     from matplotlib.axes import Axes
 
 
+@doc_plot_params
 def marker_features(
     adata: AnnData,
     *,
@@ -47,9 +48,7 @@ def marker_features(
         Subset of groups to show.
     kind
         ``"heatmap"`` or ``"dotplot"``.
-    ax, show, return_fig
-        Draw into ``ax``; show the plot (default: scanpy's ``autoshow``);
-        return the :class:`~matplotlib.figure.Figure` instead of the axes.
+    {ax_show_return_fig}
     """
     entry = uns_entry(adata, key, "marker_features")
     all_groups = list(entry["names"].dtype.names)
@@ -83,6 +82,7 @@ def _explanation(values, base, data, genes):
     return shap.Explanation(values=values, base_values=base, data=data, feature_names=list(map(str, genes)))
 
 
+@doc_plot_params
 def shap_summary(
     adata: AnnData,
     group: str,
@@ -105,9 +105,7 @@ def shap_summary(
         ``uns`` key of the result.
     n_genes
         Genes shown (largest mean |SHAP| first).
-    ax, show, return_fig
-        Draw into ``ax``; show the plot (default: scanpy's ``autoshow``);
-        return the :class:`~matplotlib.figure.Figure` instead of the axes.
+    {ax_show_return_fig}
     """
     import shap
 
@@ -197,6 +195,7 @@ def cell_features(
     return finish(fig, ax, show=show, return_fig=return_fig)
 
 
+@doc_plot_params
 def differentiating_features(
     adata: AnnData,
     group1: str,
@@ -220,9 +219,7 @@ def differentiating_features(
         ``uns`` key of the results.
     n_genes
         Genes shown at each end of the ranking.
-    ax, show, return_fig
-        Draw into ``ax``; show the plot (default: scanpy's ``autoshow``);
-        return the :class:`~matplotlib.figure.Figure` instead of the axes.
+    {ax_show_return_fig}
     """
     store = uns_entry(adata, key, "differentiating_features")
     name = f"{group1}_vs_{group2}"

@@ -6,13 +6,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from den.pl._utils import finish, new_axes, uns_entry
+from den.pl._utils import doc_plot_params, finish, new_axes, uns_entry
 
 if TYPE_CHECKING:
     from anndata import AnnData
     from matplotlib.axes import Axes
 
 
+@doc_plot_params
 def spectrum(
     adata: AnnData,
     *,
@@ -33,9 +34,7 @@ def spectrum(
         AnnData on which :func:`den.tl.cluster` ran.
     key
         ``uns`` key of the clustering.
-    ax, show, return_fig
-        Draw into ``ax``; show the plot (default: scanpy's ``autoshow``);
-        return the :class:`~matplotlib.figure.Figure` instead of the axes.
+    {ax_show_return_fig}
     """
     entry = uns_entry(adata, key, "cluster")
     evals = np.asarray(entry["eigenvalues"])

@@ -1,4 +1,4 @@
-"""What every den plot shares: axes creation and scanpy's show / return_fig convention."""
+"""What every den plot shares: axes creation, scanpy's show / return_fig convention and its docs."""
 
 from __future__ import annotations
 
@@ -9,6 +9,18 @@ import matplotlib.pyplot as plt
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
+
+
+#: docstring entry of the ``ax``, ``show`` and ``return_fig`` parameters, filled in by :func:`doc_plot_params`
+AX_SHOW_RETURN_FIG = """ax, show, return_fig
+        Draw into ``ax``; show the plot (default: scanpy's ``autoshow``);
+        return the :class:`~matplotlib.figure.Figure` instead of the axes."""
+
+
+def doc_plot_params(func):
+    """Replace ``{ax_show_return_fig}`` in ``func``'s docstring by :data:`AX_SHOW_RETURN_FIG`."""
+    func.__doc__ = func.__doc__.replace("{ax_show_return_fig}", AX_SHOW_RETURN_FIG)
+    return func
 
 
 def new_axes(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Figure, Axes]:
