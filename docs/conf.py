@@ -25,7 +25,8 @@ napoleon_numpy_docstring = True
 bibtex_bibfiles = ["references.bib"]
 nb_execution_mode = "off"
 myst_enable_extensions = ["colon_fence", "dollarmath"]
-source_suffix = {".md": "myst-nb", ".ipynb": "myst-nb"}
+# .rst first: autosummary writes its generated API stubs with the first suffix
+source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".ipynb": "myst-nb"}
 exclude_patterns = ["_build", "**.ipynb_checkpoints"]
 intersphinx_mapping = {
     "python": ("https://docs.python.org/3", None),

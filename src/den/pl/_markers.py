@@ -104,7 +104,7 @@ def shap_summary(
     key
         ``uns`` key of the result.
     n_genes
-        Genes shown (largest mean |SHAP| first).
+        Genes shown (largest mean absolute SHAP value first).
     {ax_show_return_fig}
     """
     import shap

@@ -42,7 +42,7 @@ def marker_features(
     *logit* of the cell's own group, against a seeded, group-stratified
     background of ``n_background`` cells. A gene's score in a group is its mean
     SHAP value over the group's explained cells (sign kept: positive pushes
-    cells into the group); mean |SHAP| is kept too.
+    cells into the group); the mean absolute SHAP value is kept too.
 
     By default the values come from den's batched DeepLIFT: the rule of shap's
     DeepExplainer for den's Linear/ReLU networks, vectorised over cells and
