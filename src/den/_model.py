@@ -136,12 +136,16 @@ class DENModel:
             raise KeyError(msg)
         return var_names.get_indexer(train)
 
-    def iter_inputs(self, X, var_names: pd.Index, chunk: int = CHUNK_ROWS) -> Iterator[np.ndarray]:
-        """Dense float32 row blocks of ``X`` with the training genes in training order."""
+    def inputs(self, X, var_names: pd.Index, rows) -> np.ndarray:
+        """Dense float32 network inputs for ``rows`` (a slice or indices) of ``X``: training genes in order."""
+        block = dense_rows(X, rows)
         cols = self.gene_index(var_names)
+        return block if cols is None else block[:, cols]
+
+    def iter_inputs(self, X, var_names: pd.Index, chunk: int = CHUNK_ROWS) -> Iterator[np.ndarray]:
+        """:meth:`inputs` for consecutive row blocks of ``X``."""
         for start in range(0, X.shape[0], chunk):
-            block = dense_rows(X, slice(start, start + chunk))
-            yield block if cols is None else block[:, cols]
+            yield self.inputs(X, var_names, slice(start, start + chunk))
 
     def project(self, X, var_names: pd.Index, layer: nn.Linear | None = None, chunk: int = CHUNK_ROWS):
         """Output of the frozen PCA layer for row blocks of ``X`` (float32 numpy blocks).

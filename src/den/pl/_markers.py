@@ -111,7 +111,6 @@ def shap_summary(
 
     from den._data import get_matrix
     from den._model import DENModel
-    from den.tl._groups import model_rows
 
     entry = uns_entry(adata, key, "marker_features")
     group = str(group)
@@ -122,7 +121,7 @@ def shap_summary(
     values = np.asarray(entry["shap_values"])[sel]
     cells = adata.obs_names.get_indexer(np.asarray(entry["shap_cells"])[sel])
     model = DENModel.from_adata(adata, key=entry["params"]["embedding_key"], cluster_key=None)
-    data = model_rows(model, get_matrix(adata, model.config.get("layer")), adata.var_names, cells)
+    data = model.inputs(get_matrix(adata, model.config.get("layer")), adata.var_names, cells)
     base = float(entry["base_values"].loc[group, "base_value"])
     fig, ax = new_axes(ax, (5, 0.35 * n_genes + 1.5))
     shap.plots.beeswarm(

@@ -12,7 +12,7 @@ import torch
 from scipy import sparse
 from torch import nn
 
-from den._data import dense_rows, get_matrix
+from den._data import get_matrix
 from den._model import DENModel, _load_state, _state_to_numpy
 from den._train import train_classifier
 from den._utils import torch_seed
@@ -120,16 +120,9 @@ def stratified_background(labels: pd.Categorical, n: int, rng: np.random.Generat
     return np.sort(np.concatenate(picks))
 
 
-def model_rows(model: DENModel, X, var_names: pd.Index, idx: np.ndarray) -> np.ndarray:
-    """Dense float32 inputs of ``model`` (training gene order) for the rows ``idx`` of ``X``."""
-    block = dense_rows(X, idx)
-    cols = model.gene_index(var_names)
-    return block if cols is None else block[:, cols]
-
-
 def rows(gn: GroupNetwork, adata: AnnData, idx: np.ndarray) -> np.ndarray:
     """Dense float32 model inputs of the cells ``idx``."""
-    return model_rows(gn.model, gn.X, adata.var_names, idx)
+    return gn.model.inputs(gn.X, adata.var_names, idx)
 
 
 def log_means(
