@@ -27,7 +27,7 @@ def dense(X):
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--embed-kwargs", type=json.loads, default={})
     args = parser.parse_args()
     kw = {"progress_bar": False, **args.embed_kwargs}

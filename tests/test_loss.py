@@ -70,6 +70,19 @@ def test_pair_loss_ignore_drops_terms():
     torch.testing.assert_close(loss, (1 * (1 - p[2]) + 1 * p[0]) / (3 * 2))
 
 
+def test_pair_loss_min_dist_stops_pulling_close_near_pairs():
+    d2 = torch.tensor([0.01, 4.0, 0.01], requires_grad=True)  # close near pair, distant near pair, close far pair
+    near = torch.tensor([True, True, False])
+    loss, _ = pair_loss(d2, near, n_components=2, min_dist=0.5)
+    loss.backward()
+    assert d2.grad[0] == 0  # closer than min_dist: no pull
+    assert d2.grad[1] > 0  # farther: still pulled together
+    assert d2.grad[2] < 0  # far pairs are pushed apart as before
+    plain, _ = pair_loss(d2.detach(), near, n_components=2)
+    floored, _ = pair_loss(d2.detach(), near, n_components=2, min_dist=0.5)
+    assert floored > plain  # the close near pair counts as 0.5 apart
+
+
 def test_pair_loss_nothing_kept_is_zero():
     loss, counts = pair_loss(torch.tensor([1e8]), torch.tensor([True]), n_components=2, ignore=0.5)
     assert loss.item() == 0 and counts == {"near": 0, "far": 0}

@@ -89,11 +89,13 @@ def pair_loss(
     *,
     n_components: int,
     ignore: float = 1.0,
+    min_dist: float = 0.0,
 ) -> tuple[torch.Tensor, dict[str, int]]:
     """Balanced F-distribution loss over a batch of pairs.
 
     Near pairs contribute ``p = F_cdf(d2)``, far pairs ``1 - p``. Terms at or above
-    ``ignore`` are dropped (``ignore >= 1`` keeps all). Near and far terms are
+    ``ignore`` are dropped (``ignore >= 1`` keeps all). A near pair closer than
+    ``min_dist`` counts as that far apart, so it is not pulled closer. Near and far terms are
     balanced so that each kind weighs the same whatever their counts::
 
         loss = (n_near * sum(far) + n_far * sum(near)) / (batch_size * n_kept)
@@ -108,11 +110,15 @@ def pair_loss(
         Embedding dimension (degrees of freedom of the F distribution).
     ignore
         Threshold above which a term is dropped.
+    min_dist
+        Embedding distance below which near pairs are no longer pulled together.
 
     Returns
     -------
     The scalar loss and the counts of kept near and far terms.
     """
+    if min_dist > 0:
+        d2 = torch.where(is_near, d2.clamp(min=min_dist**2), d2)
     p = f_cdf(d2, n_components)
     terms = torch.where(is_near, p, 1 - p)
     keep = terms < ignore if ignore < 1 else torch.ones_like(is_near)

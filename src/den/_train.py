@@ -26,6 +26,7 @@ def train_embedding(
     batch_size: int,
     learning_rate: float,
     ignore: float,
+    min_dist: float,
     rng: np.random.Generator,
     device: torch.device,
     progress_bar: bool,
@@ -65,7 +66,8 @@ def train_embedding(
             out = net(x)
             a, c = out[: len(sel)], out[len(sel) :]
             d2 = ((a - c) ** 2).sum(1)
-            loss, _ = pair_loss(d2, torch.from_numpy(is_near[sel]).to(device), n_components=n_components, ignore=ignore)
+            near_mask = torch.from_numpy(is_near[sel]).to(device)
+            loss, _ = pair_loss(d2, near_mask, n_components=n_components, ignore=ignore, min_dist=min_dist)
             if not torch.isfinite(loss):
                 msg = (
                     "The DEN loss became non-finite. Check the input for extreme values "

@@ -31,9 +31,9 @@ def test_writes_obsm_and_uns(small, key_added, key_obsm, key_uns):
 
 
 def test_params_recorded(small):
-    den.tl.embed(small, n_neighbors=7, random_state=3, ignore=0.95, **FAST)
+    den.tl.embed(small, n_neighbors=7, random_state=3, ignore=0.95, min_dist=0.2, **FAST)
     p = small.uns["den"]["params"]
-    assert p["n_neighbors"] == 7 and p["random_state"] == 3 and p["ignore"] == 0.95
+    assert p["n_neighbors"] == 7 and p["random_state"] == 3 and p["ignore"] == 0.95 and p["min_dist"] == 0.2
     assert p["n_epochs"] == 3 and p["layer"] == "None" and p["use_rep"] == "None"
     assert p["device"] == "cpu" and p["n_near_pairs"] > 0
 
@@ -148,6 +148,7 @@ def _strings(a):
         pytest.param(lambda a: a, {"use_rep": "X_nope"}, KeyError, "use_rep='X_nope'", id="missing use_rep"),
         pytest.param(_strings, {}, ValueError, "non-numeric", id="non-numeric"),
         pytest.param(lambda a: a, {"ignore": 0.0}, ValueError, "ignore", id="bad ignore"),
+        pytest.param(lambda a: a, {"min_dist": -1.0}, ValueError, "min_dist", id="bad min_dist"),
         pytest.param(lambda a: a, {"device": "cuda:7"}, ValueError, "device", id="no cuda"),
     ],
 )
@@ -169,3 +170,14 @@ def test_obs_untouched(small):
     before = small.obs.copy()
     den.tl.embed(small, **FAST)
     pd.testing.assert_frame_equal(small.obs, before)
+
+
+def test_min_dist_keeps_populations_from_collapsing(small):
+    """With the paper's loss a population packs onto a point; `min_dist` leaves it room."""
+    spread = {}
+    for md in (0.0, 0.2):
+        a = den.tl.embed(small, min_dist=md, n_epochs=30, progress_bar=False, copy=True)
+        emb = a.obsm["X_den"]
+        d = np.linalg.norm(emb[:, None] - emb[None], axis=-1)  # 300 cells: a small dense matrix is fine
+        spread[md] = np.median(np.sort(d, axis=1)[:, 5])  # distance to the 5th map neighbour
+    assert spread[0.2] > 3 * spread[0.0]

@@ -33,6 +33,7 @@ def embed(
     batch_size: int = 256,
     learning_rate: float = 2e-3,
     ignore: float = 1.0,
+    min_dist: float = 0.2,
     min_neighbors: int = 3,
     n_far: int | None = None,
     uniform_far: float = 0.5,
@@ -80,6 +81,14 @@ def embed(
     ignore
         Drop loss terms at or above this value (pairs the network treats as
         genuinely different); ``1.0`` keeps all.
+    min_dist
+        Map distance below which near pairs are no longer pulled together, as
+        UMAP's ``min_dist``. The paper's loss (``min_dist=0``) pulls them with a
+        force that does not fade as they meet, so each population collapses
+        onto a point and cells of different types can land on the same spot;
+        with a floor the far pairs spread each population out. Map units: with
+        ``n_components=2`` populations lie about 2-10 apart. The default 0.2
+        was chosen by benchmark (see the docs' benchmarks page).
     min_neighbors
         Closest neighbours every cell keeps as near pairs even when not mutual.
     n_far
@@ -132,6 +141,7 @@ def embed(
         n_epochs=n_epochs,
         batch_size=batch_size,
         ignore=ignore,
+        min_dist=min_dist,
         n_pcs=n_pcs,
         n_far=n_far,
         uniform_far=uniform_far,
@@ -198,6 +208,7 @@ def embed(
             batch_size=batch_size,
             learning_rate=learning_rate,
             ignore=ignore,
+            min_dist=min_dist,
             rng=rng,
             device=dev,
             progress_bar=progress_bar,
@@ -217,6 +228,7 @@ def embed(
         "batch_size": batch_size,
         "learning_rate": learning_rate,
         "ignore": ignore,
+        "min_dist": min_dist,
         "min_neighbors": min_neighbors,
         "n_far": n_far,
         "uniform_far": uniform_far,
@@ -245,13 +257,16 @@ def _h5ad_safe(params: dict) -> dict:
     return {k: ("None" if v is None else v) for k, v in params.items()}
 
 
-def _check_params(*, n_components, n_neighbors, n_epochs, batch_size, ignore, n_pcs, n_far, uniform_far) -> None:
+def _check_params(
+    *, n_components, n_neighbors, n_epochs, batch_size, ignore, min_dist, n_pcs, n_far, uniform_far
+) -> None:
     rules = {
         "n_components": (n_components, n_components >= 1, "an integer >= 1"),
         "n_neighbors": (n_neighbors, n_neighbors >= 1, "an integer >= 1"),
         "n_epochs": (n_epochs, n_epochs >= 1, "an integer >= 1"),
         "batch_size": (batch_size, batch_size >= 2, "an integer >= 2"),
         "ignore": (ignore, 0 < ignore <= 1, "a number in (0, 1]"),
+        "min_dist": (min_dist, 0 <= min_dist < np.inf, "a finite number >= 0"),
         "n_pcs": (n_pcs, n_pcs is None or n_pcs >= 1, "None or an integer >= 1"),
         "n_far": (n_far, n_far >= 1, "an integer >= 1"),
         "uniform_far": (uniform_far, 0 <= uniform_far <= 1, "a number in [0, 1]"),
