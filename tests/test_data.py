@@ -5,7 +5,7 @@ import pytest
 from scipy import sparse
 from sklearn.decomposition import PCA
 
-from den._data import iter_rows, pca, warn_if_counts
+from den._data import dense_rows, iter_rows, pca, warn_if_counts
 
 
 @pytest.mark.parametrize("fmt", ["dense", "csr"])
@@ -32,6 +32,22 @@ def test_iter_rows_blocks(rng):
     assert [b.shape[0] for b in blocks] == [16, 16, 16, 2]
     assert all(isinstance(b, np.ndarray) and b.dtype == np.float32 for b in blocks)
     np.testing.assert_allclose(np.concatenate(blocks), X.toarray(), rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "rows", [slice(0, 16), slice(40, 50), slice(45, 99), slice(7, 7), slice(-5, None), slice(30, 10)]
+)
+@pytest.mark.parametrize("kind", [sparse.csr_matrix, sparse.csr_array])
+def test_dense_rows_of_csr_slices(rows, kind):
+    x = sparse.random(50, 9, density=0.4, random_state=2, format="csr", dtype=np.float64).toarray()
+    X = kind(x)
+    X.indices = X.indices.copy()
+    # an unsorted-index row must densify the same way
+    X.indices[X.indptr[3] : X.indptr[4]] = X.indices[X.indptr[3] : X.indptr[4]][::-1].copy()
+    X.data[X.indptr[3] : X.indptr[4]] = X.data[X.indptr[3] : X.indptr[4]][::-1].copy()
+    got = dense_rows(X, rows)
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, x[rows].astype(np.float32))
 
 
 def test_counts_warning():
