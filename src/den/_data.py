@@ -73,9 +73,9 @@ def _csr_rows(X, start: int, stop: int) -> np.ndarray:
     Slicing first (``X[start:stop]``) copies the block's indices and data; on
     100,000 x 2,000 at 60 % non-zeros the view is 2.8x faster (0.61 s vs 1.74 s).
     """
-    stop = max(start, stop)
-    ptr = X.indptr[start : stop + 1]
-    lo, hi = (ptr[0], ptr[-1]) if len(ptr) else (0, 0)
+    stop = max(start, stop)  # a reversed slice is empty
+    ptr = X.indptr[start : stop + 1]  # never empty: slice.indices keeps start <= n_rows
+    lo, hi = ptr[0], ptr[-1]
     view = sparse.csr_matrix((X.data[lo:hi], X.indices[lo:hi], ptr - lo), shape=(stop - start, X.shape[1]))
     return np.asarray(view.toarray(), dtype=np.float32)
 

@@ -47,8 +47,8 @@ def cluster(
        own belief that the pair is near, ``1 - F_cdf(d_map^2 / gamma^2)``
        (the F-distribution of DEN's loss); edges it treats as far are
        dropped. DEN maps pack populations onto small islands (with
-       ``min_dist=0``, at scale onto identical points), so a kNN graph *on the map* breaks into pieces; the
-       data graph does not.
+       ``min_dist=0``, at scale onto identical points), so a kNN graph *on
+       the map* breaks into pieces; the data graph does not.
     2. The number of spectral clusters is the largest gap between consecutive
        *log* eigenvalues among the ``max_clusters + 1`` smallest of the
        normalised Laplacian of the well-placed cells (mean belief over their
