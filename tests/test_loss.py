@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
 from scipy import stats
 
-from den._loss import f_cdf, pair_loss
+from den._loss import LOG_FLOOR, f_cdf, pair_loss
 
 X = np.concatenate([[0.0], np.logspace(-10, 10, 400), [1e30]])
 
@@ -86,3 +88,40 @@ def test_pair_loss_min_dist_stops_pulling_close_near_pairs():
 def test_pair_loss_nothing_kept_is_zero():
     loss, counts = pair_loss(torch.tensor([1e8]), torch.tensor([True]), n_components=2, ignore=0.5)
     assert loss.item() == 0 and counts == {"near": 0, "far": 0}
+
+
+def test_pair_loss_log_near_term():
+    d2 = torch.tensor([0.5, 3.0, 9.0])
+    near = torch.tensor([True, True, False])
+    loss, counts = pair_loss(d2, near, n_components=2, near_loss="log")
+    p = torch.sqrt(d2 / (d2 + 2))
+    near_terms = -torch.log1p(-(1 - LOG_FLOOR) * p[:2])
+    torch.testing.assert_close(loss, (2 * (1 - p[2]) + 1 * near_terms.sum()) / (3 * 3))
+    assert counts == {"near": 2, "far": 1}
+
+
+def test_pair_loss_log_keeps_pulling_distant_near_pairs():
+    """The paper's pull on a near pair 10 apart is ~d^-3; the log pull is ~1/d, over 10x stronger there."""
+    grads = {}
+    for kind in ("linear", "log"):
+        d = torch.tensor([0.3, 10.0, 5.0], requires_grad=True)  # two near pairs, one far pair
+        loss, _ = pair_loss(d**2, torch.tensor([True, True, False]), n_components=2, near_loss=kind)
+        loss.backward()
+        grads[kind] = d.grad
+    assert grads["log"][1] > 10 * grads["linear"][1] > 0
+    assert grads["log"][0] < 2 * grads["linear"][0]  # close pairs are pulled alike
+    assert grads["log"][2] == grads["linear"][2]  # far pairs are pushed as before
+
+
+def test_pair_loss_log_finite_at_infinity():
+    d2 = torch.tensor([float("inf"), 0.0, float("inf")], requires_grad=True)
+    loss, _ = pair_loss(d2, torch.tensor([True, True, False]), n_components=2, near_loss="log")
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(d2.grad).all()
+    # near terms -log(LOG_FLOOR) and 0, far term 0: weight n_far = 1 over 3 pairs x 3 kept
+    torch.testing.assert_close(loss, torch.tensor(-math.log(LOG_FLOOR) / 9), rtol=1e-3, atol=1e-4)
+
+
+def test_pair_loss_unknown_near_loss():
+    with pytest.raises(ValueError, match="near_loss"):
+        pair_loss(torch.tensor([1.0]), torch.tensor([True]), n_components=2, near_loss="square")

@@ -6,6 +6,9 @@ import math
 
 import torch
 
+#: ``near_loss="log"`` uses ``-log(1 - (1 - LOG_FLOOR) p)``, finite for ``p = 1``
+LOG_FLOOR = 1e-4
+
 
 def f_cdf(x: torch.Tensor, n_components: int) -> torch.Tensor:
     """CDF of the F(1, ``n_components``) distribution at ``x >= 0``.
@@ -90,13 +93,18 @@ def pair_loss(
     n_components: int,
     ignore: float = 1.0,
     min_dist: float = 0.0,
+    near_loss: str = "linear",
 ) -> tuple[torch.Tensor, dict[str, int]]:
     """Balanced F-distribution loss over a batch of pairs.
 
-    Near pairs contribute ``p = F_cdf(d2)``, far pairs ``1 - p``. Terms at or above
-    ``ignore`` are dropped (``ignore >= 1`` keeps all). A near pair closer than
-    ``min_dist`` counts as that far apart, so it is not pulled closer. Near and far terms are
-    balanced so that each kind weighs the same whatever their counts::
+    With ``p = F_cdf(d2)``, far pairs contribute ``1 - p``; near pairs contribute ``p``
+    (``near_loss="linear"``, the paper's loss) or ``-log(1 - p)`` (``"log"``). The
+    linear pull fades as ``d ** -(n_components + 1)`` once a near pair is far apart on
+    the map, so a cell placed between populations stays there; the log pull fades as ``1 / d``.
+    Pairs whose ``p`` (near) or ``1 - p`` (far) is at or above ``ignore`` are dropped
+    (``ignore >= 1`` keeps all). A near pair closer than ``min_dist`` counts as that far
+    apart, so it is not pulled closer. Near and far terms are balanced so that each
+    kind weighs the same whatever their counts::
 
         loss = (n_near * sum(far) + n_far * sum(near)) / (batch_size * n_kept)
 
@@ -112,6 +120,8 @@ def pair_loss(
         Threshold above which a term is dropped.
     min_dist
         Embedding distance below which near pairs are no longer pulled together.
+    near_loss
+        ``"linear"`` or ``"log"``: the near-pair term, as above.
 
     Returns
     -------
@@ -120,8 +130,16 @@ def pair_loss(
     if min_dist > 0:
         d2 = torch.where(is_near, d2.clamp(min=min_dist**2), d2)
     p = f_cdf(d2, n_components)
-    terms = torch.where(is_near, p, 1 - p)
-    keep = terms < ignore if ignore < 1 else torch.ones_like(is_near)
+    paper_terms = torch.where(is_near, p, 1 - p)
+    if near_loss == "log":
+        # capped at -log(LOG_FLOOR) where p = 1 (a near pair infinitely far apart)
+        terms = torch.where(is_near, -torch.log1p(-(1 - LOG_FLOOR) * p), 1 - p)
+    elif near_loss == "linear":
+        terms = paper_terms
+    else:
+        msg = f"near_loss must be 'linear' or 'log', not {near_loss!r}."
+        raise ValueError(msg)
+    keep = paper_terms < ignore if ignore < 1 else torch.ones_like(is_near)
     near = keep & is_near
     far = keep & ~is_near
     n_near = int(near.sum())

@@ -27,6 +27,8 @@ def train_embedding(
     learning_rate: float,
     ignore: float,
     min_dist: float,
+    near_loss: str,
+    input_noise: float,
     rng: np.random.Generator,
     device: torch.device,
     progress_bar: bool,
@@ -39,9 +41,12 @@ def train_embedding(
     all near pairs plus ``n_far`` freshly drawn far pairs per cell (a share
     ``uniform_far`` of them drawn uniformly, the rest weighted by distance).
     The learning rate follows a cosine decay from ``learning_rate`` to 0 over
-    all steps.
+    all steps. Gaussian noise of ``input_noise`` times the typical near-pair
+    spacing (see :func:`noise_scale`) is added to every input row in training.
     """
     gather = (lambda idx: inputs[torch.from_numpy(idx).to(device)]) if torch.is_tensor(inputs) else inputs
+    sigma = noise_scale(gather, near, rng) * input_noise if input_noise > 0 else 0.0
+    noise = torch.Generator(device=device).manual_seed(int(rng.integers(2**63)))
     optimizer = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=learning_rate)
     near_i, near_j = near
     n_cells = rep.shape[0]
@@ -63,11 +68,15 @@ def train_embedding(
         for b in range(n_batches):
             sel = order[b * batch_size : (b + 1) * batch_size]
             x = gather(np.concatenate([i[sel], j[sel]]))
+            if sigma > 0:
+                x = x + sigma * torch.randn(x.shape, generator=noise, device=device, dtype=x.dtype)
             out = net(x)
             a, c = out[: len(sel)], out[len(sel) :]
             d2 = ((a - c) ** 2).sum(1)
             near_mask = torch.from_numpy(is_near[sel]).to(device)
-            loss, _ = pair_loss(d2, near_mask, n_components=n_components, ignore=ignore, min_dist=min_dist)
+            loss, _ = pair_loss(
+                d2, near_mask, n_components=n_components, ignore=ignore, min_dist=min_dist, near_loss=near_loss
+            )
             if not torch.isfinite(loss):
                 msg = (
                     "The DEN loss became non-finite. Check the input for extreme values "
@@ -86,6 +95,19 @@ def train_embedding(
             bar.set_postfix(loss=f"{history[-1]:.4f}")
     net.eval()
     return history
+
+
+def noise_scale(gather, near: tuple[np.ndarray, np.ndarray], rng: np.random.Generator, n_sample: int = 2048) -> float:
+    """Median input distance of near pairs per input dimension (``median / sqrt(n_dims)``).
+
+    Noise of this standard deviation in every dimension moves a row about as far as
+    its typical near partner lies away, so ``input_noise`` is relative to the data's own
+    neighbour spacing whatever its units. Estimated on ``n_sample`` random near pairs.
+    """
+    near_i, near_j = near
+    pick = rng.choice(len(near_i), size=min(n_sample, len(near_i)), replace=False)
+    a, b = gather(near_i[pick]), gather(near_j[pick])
+    return float(torch.linalg.vector_norm(a - b, dim=1).median()) / math.sqrt(a.shape[1])
 
 
 def train_classifier(

@@ -36,6 +36,7 @@ def test_params_recorded(small):
     assert p["n_neighbors"] == 7 and p["random_state"] == 3 and p["ignore"] == 0.95 and p["min_dist"] == 0.2
     assert p["n_epochs"] == 3 and p["layer"] == "None" and p["use_rep"] == "None"
     assert p["device"] == "cpu" and p["n_near_pairs"] > 0
+    assert p["near_loss"] == "log" and p["input_noise"] == 0.1 and p["min_neighbors"] == 4
 
 
 def test_loss_decreases(small):
@@ -149,6 +150,9 @@ def _strings(a):
         pytest.param(_strings, {}, ValueError, "non-numeric", id="non-numeric"),
         pytest.param(lambda a: a, {"ignore": 0.0}, ValueError, "ignore", id="bad ignore"),
         pytest.param(lambda a: a, {"min_dist": -1.0}, ValueError, "min_dist", id="bad min_dist"),
+        pytest.param(lambda a: a, {"near_loss": "square"}, ValueError, "near_loss", id="bad near_loss"),
+        pytest.param(lambda a: a, {"input_noise": np.nan}, ValueError, "input_noise", id="bad input_noise"),
+        pytest.param(lambda a: a, {"min_neighbors": -1}, ValueError, "min_neighbors", id="bad min_neighbors"),
         pytest.param(lambda a: a, {"device": "cuda:7"}, ValueError, "device", id="no cuda"),
     ],
 )
@@ -181,3 +185,19 @@ def test_min_dist_keeps_populations_from_collapsing(small):
         d = np.linalg.norm(emb[:, None] - emb[None], axis=-1)  # 300 cells: a small dense matrix is fine
         spread[md] = np.median(np.sort(d, axis=1)[:, 5])  # distance to the 5th map neighbour
     assert spread[0.2] > 3 * spread[0.0]
+
+
+def test_input_noise_makes_the_map_steadier(small):
+    """A network trained on noisy inputs moves cells less when their expression is perturbed."""
+    X = small.X.toarray()
+    noisy = small.copy()
+    noisy.X = X + np.random.default_rng(0).normal(0, 0.3, X.shape).astype(np.float32)
+    moved = {}
+    for level in (0.0, 0.25):
+        ref = den.tl.embed(small, input_noise=level, n_epochs=30, progress_bar=False, copy=True)
+        query = noisy.copy()
+        den.tl.transform(query, ref)
+        emb = ref.obsm["X_den"]
+        scale = np.median(np.linalg.norm(emb[:, None] - emb[None], axis=-1))  # 300 cells: small matrix
+        moved[level] = np.median(np.linalg.norm(query.obsm["X_den"] - emb, axis=1)) / scale
+    assert moved[0.25] < 0.95 * moved[0.0]
