@@ -27,7 +27,7 @@ def train_embedding(
     learning_rate: float,
     ignore: float,
     min_dist: float,
-    near_loss: str,
+    log_pull: float,
     input_noise: float,
     rng: np.random.Generator,
     device: torch.device,
@@ -41,12 +41,15 @@ def train_embedding(
     all near pairs plus ``n_far`` freshly drawn far pairs per cell (a share
     ``uniform_far`` of them drawn uniformly, the rest weighted by distance).
     The learning rate follows a cosine decay from ``learning_rate`` to 0 over
-    all steps. Gaussian noise of ``input_noise`` times the typical near-pair
+    all steps. In the first ``log_pull`` share of the epochs near pairs are pulled by
+    ``-log(1 - p)``, afterwards by the paper's ``p`` (see :func:`den._loss.pair_loss`). Gaussian noise of ``input_noise`` times the typical near-pair
     spacing (see :func:`noise_scale`) is added to every input row in training.
     """
     gather = (lambda idx: inputs[torch.from_numpy(idx).to(device)]) if torch.is_tensor(inputs) else inputs
-    sigma = noise_scale(gather, near, rng) * input_noise if input_noise > 0 else 0.0
-    noise = torch.Generator(device=device).manual_seed(int(rng.integers(2**63)))
+    sigma, noise = 0.0, None
+    if input_noise > 0:  # draws from rng only when used: input_noise=0 trains exactly as before it existed
+        sigma = noise_scale(gather, near, rng) * input_noise
+        noise = torch.Generator(device=device).manual_seed(int(rng.integers(2**63)))
     optimizer = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=learning_rate)
     near_i, near_j = near
     n_cells = rep.shape[0]
@@ -55,7 +58,8 @@ def train_embedding(
     history: list[float] = []
     net.train()
     bar = progress(range(n_epochs), desc="DEN embedding", enabled=progress_bar)
-    for _ in bar:
+    for epoch in bar:
+        near_loss = "log" if epoch < log_pull * n_epochs else "linear"
         far_i, far_j = far_pairs(rep, n_far, rng)
         uniform = rng.random(len(far_i)) < uniform_far
         partner = rng.integers(0, n_cells - 1, size=int(uniform.sum()))

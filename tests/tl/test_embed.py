@@ -36,7 +36,7 @@ def test_params_recorded(small):
     assert p["n_neighbors"] == 7 and p["random_state"] == 3 and p["ignore"] == 0.95 and p["min_dist"] == 0.2
     assert p["n_epochs"] == 3 and p["layer"] == "None" and p["use_rep"] == "None"
     assert p["device"] == "cpu" and p["n_near_pairs"] > 0
-    assert p["near_loss"] == "log" and p["input_noise"] == 0.1 and p["min_neighbors"] == 4
+    assert p["log_pull"] == 0.35 and p["input_noise"] == 0.1 and p["min_neighbors"] == 4
 
 
 def test_loss_decreases(small):
@@ -150,7 +150,7 @@ def _strings(a):
         pytest.param(_strings, {}, ValueError, "non-numeric", id="non-numeric"),
         pytest.param(lambda a: a, {"ignore": 0.0}, ValueError, "ignore", id="bad ignore"),
         pytest.param(lambda a: a, {"min_dist": -1.0}, ValueError, "min_dist", id="bad min_dist"),
-        pytest.param(lambda a: a, {"near_loss": "square"}, ValueError, "near_loss", id="bad near_loss"),
+        pytest.param(lambda a: a, {"log_pull": 1.5}, ValueError, "log_pull", id="bad log_pull"),
         pytest.param(lambda a: a, {"input_noise": np.nan}, ValueError, "input_noise", id="bad input_noise"),
         pytest.param(lambda a: a, {"min_neighbors": -1}, ValueError, "min_neighbors", id="bad min_neighbors"),
         pytest.param(lambda a: a, {"device": "cuda:7"}, ValueError, "device", id="no cuda"),
