@@ -73,3 +73,14 @@ def test_docstrings_filled():
         doc = getattr(den.pl, name).__doc__
         assert "{ax_show_return_fig}" not in doc
         assert "return_fig" in doc
+
+
+@pytest.mark.parametrize(("log_pull", "n_lines"), [(0.35, 1), (0.0, 0)])
+def test_history_marks_the_end_of_the_log_pull(small, log_pull, n_lines):
+    den.tl.embed(small, n_epochs=10, log_pull=log_pull, progress_bar=False)
+    ax = den.pl.history(small, show=False)
+    marks = [line for line in ax.get_lines() if line.get_linestyle() == ":"]
+    assert len(marks) == n_lines
+    if n_lines:
+        assert marks[0].get_xdata()[0] == 4.5  # epochs 1-4 used the log pull (ceil(0.35 * 10))
+    plt.close("all")

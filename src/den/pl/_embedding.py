@@ -48,6 +48,9 @@ def history(
 ):
     """Training loss per epoch of :func:`den.tl.embed`.
 
+    A dotted line marks the epoch where the near-pair term switches from the log
+    pull to the paper's term (``log_pull``); the loss changes scale there.
+
     Parameters
     ----------
     adata
@@ -56,9 +59,14 @@ def history(
         ``uns`` key of the embedding.
     {ax_show_return_fig}
     """
-    loss = np.asarray(uns_entry(adata, key, "embed")["history"]["loss"])
+    entry = uns_entry(adata, key, "embed")
+    loss = np.asarray(entry["history"]["loss"])
     fig, ax = new_axes(ax, (4, 3))
     ax.plot(np.arange(1, len(loss) + 1), loss, marker="o", ms=3)
+    n_log = int(np.ceil(float(entry["params"].get("log_pull", 0)) * len(loss)))  # epochs with the log pull
+    if 0 < n_log < len(loss):
+        ax.axvline(n_log + 0.5, color="grey", ls=":", label="log pull ends")
+        ax.legend(frameon=False)
     ax.set_xlabel("epoch")
     ax.set_ylabel("mean F-distribution loss")
     ax.set_title("DEN training")

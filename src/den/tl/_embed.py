@@ -101,6 +101,7 @@ def embed(
         ``den.tl.cluster`` merges them (digits: ARI 0.80 instead of 0.89), so the
         default switches to the paper's term after 35 % of the epochs. ``0`` is the
         paper's loss, ``1`` the log term throughout (see the docs' benchmarks page).
+        The loss history changes scale at the switch (:func:`den.pl.history` marks it).
     input_noise
         Gaussian noise added to the network's inputs in training, in units of the
         typical distance between near partners (per input dimension), so that the
