@@ -42,8 +42,9 @@ def train_embedding(
     ``uniform_far`` of them drawn uniformly, the rest weighted by distance).
     The learning rate follows a cosine decay from ``learning_rate`` to 0 over
     all steps. In the first ``log_pull`` share of the epochs near pairs are pulled by
-    ``-log(1 - p)``, afterwards by the paper's ``p`` (see :func:`den._loss.pair_loss`). Gaussian noise of ``input_noise`` times the typical near-pair
-    spacing (see :func:`noise_scale`) is added to every input row in training.
+    ``-log(1 - p)``, afterwards by the paper's ``p`` (see :func:`den._loss.pair_loss`).
+    Gaussian noise of ``input_noise`` times the typical near-pair spacing (see
+    :func:`noise_scale`) is added to every input row in training.
     """
     gather = (lambda idx: inputs[torch.from_numpy(idx).to(device)]) if torch.is_tensor(inputs) else inputs
     sigma, noise = 0.0, None
