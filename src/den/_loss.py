@@ -130,15 +130,13 @@ def pair_loss(
     if min_dist > 0:
         d2 = torch.where(is_near, d2.clamp(min=min_dist**2), d2)
     p = f_cdf(d2, n_components)
-    paper_terms = torch.where(is_near, p, 1 - p)
-    if near_loss == "log":
-        # capped at -log(LOG_FLOOR) where p = 1 (a near pair infinitely far apart)
-        terms = torch.where(is_near, -torch.log1p(-(1 - LOG_FLOOR) * p), 1 - p)
-    elif near_loss == "linear":
-        terms = paper_terms
-    else:
+    if near_loss not in ("linear", "log"):
         msg = f"near_loss must be 'linear' or 'log', not {near_loss!r}."
         raise ValueError(msg)
+    paper_terms = torch.where(is_near, p, 1 - p)
+    terms = paper_terms
+    if near_loss == "log":  # capped at -log(LOG_FLOOR) where p = 1 (a near pair infinitely far apart)
+        terms = torch.where(is_near, -torch.log1p(-(1 - LOG_FLOOR) * p), paper_terms)
     keep = paper_terms < ignore if ignore < 1 else torch.ones_like(is_near)
     near = keep & is_near
     far = keep & ~is_near

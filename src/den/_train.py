@@ -59,8 +59,9 @@ def train_embedding(
     history: list[float] = []
     net.train()
     bar = progress(range(n_epochs), desc="DEN embedding", enabled=progress_bar)
+    n_log = log_pull_epochs(log_pull, n_epochs)
     for epoch in bar:
-        near_loss = "log" if epoch < log_pull * n_epochs else "linear"
+        near_loss = "log" if epoch < n_log else "linear"
         far_i, far_j = far_pairs(rep, n_far, rng)
         uniform = rng.random(len(far_i)) < uniform_far
         partner = rng.integers(0, n_cells - 1, size=int(uniform.sum()))
@@ -100,6 +101,11 @@ def train_embedding(
             bar.set_postfix(loss=f"{history[-1]:.4f}")
     net.eval()
     return history
+
+
+def log_pull_epochs(log_pull: float, n_epochs: int) -> int:
+    """How many epochs, from the first, pull near pairs by ``-log(1 - p)``."""
+    return min(n_epochs, math.ceil(log_pull * n_epochs))
 
 
 def noise_scale(gather, near: tuple[np.ndarray, np.ndarray], rng: np.random.Generator, n_sample: int = 2048) -> float:

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from den._train import log_pull_epochs
 from den.pl._utils import doc_plot_params, finish, new_axes, uns_entry
 
 if TYPE_CHECKING:
@@ -63,7 +64,7 @@ def history(
     loss = np.asarray(entry["history"]["loss"])
     fig, ax = new_axes(ax, (4, 3))
     ax.plot(np.arange(1, len(loss) + 1), loss, marker="o", ms=3)
-    n_log = int(np.ceil(float(entry["params"].get("log_pull", 0)) * len(loss)))  # epochs with the log pull
+    n_log = log_pull_epochs(float(entry["params"].get("log_pull", 0)), len(loss))
     if 0 < n_log < len(loss):
         ax.axvline(n_log + 0.5, color="grey", ls=":", label="log pull ends")
         ax.legend(frameon=False)
