@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pytest
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
@@ -83,4 +84,16 @@ def test_history_marks_the_end_of_the_log_pull(small, log_pull, n_lines):
     assert len(marks) == n_lines
     if n_lines:
         assert marks[0].get_xdata()[0] == 4.5  # epochs 1-4 used the log pull (ceil(0.35 * 10))
+    plt.close("all")
+
+
+def test_spectrum_marks_k_and_the_bridge_cut_off(full):
+    ax = den.pl.spectrum(full, show=False)
+    entry = full.uns["den_clusters"]
+    cut = [line for line in ax.get_lines() if line.get_linestyle() == ":"]
+    lam = np.asarray(entry["eigenvalues"])[: entry["params"]["max_clusters"] + 1]
+    assert len(cut) == 1 and np.isclose(cut[0].get_ydata()[0], np.median(lam[lam >= 1e-6]) / 10)
+    k_line = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
+    assert k_line[0].get_xdata()[0] == entry["n_eigengap"] + 0.5
+    assert ax.get_yscale() == "symlog"
     plt.close("all")

@@ -36,7 +36,7 @@ def test_params_recorded(small):
     assert p["n_neighbors"] == 7 and p["random_state"] == 3 and p["ignore"] == 0.95 and p["min_dist"] == 0.2
     assert p["n_epochs"] == 3 and p["layer"] == "None" and p["use_rep"] == "None"
     assert p["device"] == "cpu" and p["n_near_pairs"] > 0
-    assert p["log_pull"] == 0.35 and p["input_noise"] == 0.1 and p["min_neighbors"] == 4
+    assert p["log_pull"] == 0.5 and p["input_noise"] == 0.1 and p["min_neighbors"] == 4
 
 
 def test_loss_decreases(small):

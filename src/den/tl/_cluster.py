@@ -53,7 +53,10 @@ def cluster(
        *log* eigenvalues among the ``max_clusters + 1`` smallest of the
        normalised Laplacian of the well-placed cells (mean belief over their
        neighbours >= 0.5: stray cells between islands add no near-zero
-       eigenvalues). k-means on the row-normalised eigenvectors labels them;
+       eigenvalues). k is raised to the number of eigenvalues more than 10
+       times below the median nonzero one: two populations that the map
+       brought into contact through a few cells form one piece with a small,
+       nonzero eigenvalue. k-means on the row-normalised eigenvectors labels them;
        clusters smaller than ``max(n_neighbors, n_cells // 1000)`` cells are
        dissolved, and every other cell takes the majority label of its
        nearest labelled cells on the map.
@@ -89,7 +92,7 @@ def cluster(
         Scale of map distances in the affinity, ``1 - F_cdf(d^2 / gamma^2)``:
         larger values join nearby islands, smaller ones split more.
     max_clusters
-        Largest k considered by the log-eigengap rule.
+        Largest k considered by the eigengap rule and the bridge test.
     head_epochs
         Epochs training the cluster head on the frozen encoder (at least 1,000
         optimisation steps are taken, so small data sets get more epochs).
@@ -120,7 +123,7 @@ def cluster(
     `adata.obs['den_clusters_confidence']` : :class:`numpy.ndarray`
         Largest class probability.
     `adata.uns['den_clusters']` : :class:`dict`
-        ``params``, ``eigenvalues``, ``n_eigengap`` (the k at the largest log-eigengap, or
+        ``params``, ``eigenvalues``, ``n_eigengap`` (the k of the eigengap rule, or
         the forced k), ``n_spectral_clusters`` (after dissolving small clusters),
         ``n_clusters`` (after merging), ``training_labels`` (what the network learnt),
         ``history`` and the clustering ``model``.
@@ -158,7 +161,7 @@ def cluster(
     labels = merge_clusters(labels, graph, resolution=resolution, n_clusters=n_clusters)
     k = int(labels.max()) + 1
     logg.info(
-        f"    {spectrum.n_clusters} clusters by log-eigengap, {n_spectral} after dissolving small ones, "
+        f"    {spectrum.n_clusters} clusters by the eigengap rule, {n_spectral} after dissolving small ones, "
         f"{k} after merging on the data graph"
         if n_clusters is None
         else f"    {k} clusters (forced)"

@@ -34,7 +34,7 @@ def embed(
     learning_rate: float = 2e-3,
     ignore: float = 1.0,
     min_dist: float = 0.2,
-    log_pull: float = 0.35,
+    log_pull: float = 0.5,
     input_noise: float = 0.1,
     min_neighbors: int = 4,
     n_far: int | None = None,
@@ -99,7 +99,7 @@ def embed(
         vote misreads it; the log pull fades as ``1 / d`` and brings it back. Kept to
         the end, it also pulls neighbouring populations into each other and
         ``den.tl.cluster`` merges them (digits: ARI 0.80 instead of 0.89), so the
-        default switches to the paper's term after 35 % of the epochs. ``0`` is the
+        default switches to the paper's term after half of the epochs. ``0`` is the
         paper's loss, ``1`` the log term throughout (see the docs' benchmarks page).
         The loss history changes scale at the switch (:func:`den.pl.history` marks it).
     input_noise
