@@ -98,7 +98,7 @@ def embed(
         so a cell that lands between populations early on stays there, where a kNN
         vote misreads it; the log pull fades as ``1 / d`` and brings it back. Kept to
         the end, it also pulls neighbouring populations into each other and
-        ``den.tl.cluster`` merges them (digits: ARI 0.80 instead of 0.89), so the
+        ``den.tl.cluster`` merges them (digits: ARI 0.84 instead of 0.89), so the
         default switches to the paper's term after half of the epochs. ``0`` is the
         paper's loss, ``1`` the log term throughout (see the docs' benchmarks page).
         The loss history changes scale at the switch (:func:`den.pl.history` marks it).
@@ -106,7 +106,7 @@ def embed(
         Gaussian noise added to the network's inputs in training, in units of the
         typical distance between near partners (per input dimension), so that the
         network learns to place cells it has not seen: digits held out of training
-        keep 0.963 of the training cells' kNN accuracy at the defaults (0.946 with
+        keep 0.962 of the training cells' kNN accuracy at the defaults (0.946 with
         the paper's loss and no noise); more noise helps held-out cells further but
         blurs the map (see the docs' benchmarks page). ``0`` turns it off.
     min_neighbors
