@@ -190,9 +190,8 @@ def discover_clusters(
     ``graph`` holds each cell's neighbours in the data (n x m indices). The
     number of clusters is the position of the largest gap between
     consecutive log eigenvalues of the normalised Laplacian among the
-    ``max_clusters + 1`` smallest, ``k >= 2``, raised to the
-    number more than :data:`BRIDGE_RATIO` times below the median nonzero one
-    (:func:`count_clusters`);
+    ``max_clusters + 1`` smallest, ``k >= 2``, raised to the number more than
+    :data:`BRIDGE_RATIO` times below the median nonzero one (:func:`count_clusters`);
     ``n_clusters`` forces k.
     ``gamma`` scales map distances before the F-distribution: larger values
     keep more edges and join islands, smaller ones split.

@@ -27,9 +27,9 @@ def spectrum(
 
     The graph is the data's kNN graph weighted by the map's near-belief. k sits
     at the largest log-gap, or later where eigenvalues lie more than 10 times
-    below the median nonzero one (bridges between populations; dotted line). The title also gives
-    the number of clusters left after dissolving small ones and merging on the
-    data graph (see :func:`den.tl.cluster`). Eigenvalues below the eigensolver's
+    below the median nonzero one (bridges between populations; dotted line).
+    The title also gives the number of clusters left after dissolving small ones
+    and merging on the data graph (see :func:`den.tl.cluster`). Eigenvalues below the eigensolver's
     resolution (1e-6) are drawn on the linear part of the axis around 0.
 
     Parameters
