@@ -10,7 +10,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# the CPU build of torch first, where this machine has it (an unpinned torch pulls a multi-GB CUDA build)
 	$(PY) -m pip install -q torch==2.13.0 || echo "torch 2.13.0 not available here; pip will choose a torch"
-	$(PY) -m pip install -q -e . --group test --group dev
+	$(PY) -m pip install -q -e . --group test --group dev --group bench
 	touch $@
 
 demo: $(VENV)/.installed  ## embed, cluster and explain pbmc68k_reduced; figures in ./den-demo
@@ -22,7 +22,7 @@ test: $(VENV)/.installed  ## the test suite (slow benchmarks-as-tests are skippe
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
-bench: $(VENV)/.installed  ## every benchmark script; results in benchmarks/results/
+bench: $(VENV)/.installed  ## the panel (suite.py) and every other benchmark script; results in benchmarks/results/
 	mkdir -p benchmarks/results
-	for b in embed_quality embed_speed cluster_quality marker_quality; do \
+	for b in suite embed_speed cluster_quality marker_quality; do \
 		MPLBACKEND=agg $(PY) benchmarks/$$b.py | tee benchmarks/results/$$b.txt; done

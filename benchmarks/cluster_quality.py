@@ -15,7 +15,8 @@ import time
 
 import numpy as np
 import scanpy as sc
-from _common import digits, pbmc, report
+from _common import report
+from _datasets import digits, pbmc
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 from sklearn.model_selection import train_test_split
 from sklearn.neighbors import KNeighborsClassifier
