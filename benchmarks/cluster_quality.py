@@ -103,7 +103,7 @@ def main() -> None:
         den.tl.transform(query, ref)
         # non-parametric yardstick: a 15-NN vote on the reference model's PCs, from the same reference labels
         model = den.DENModel.from_adata(ref)
-        pcs = [np.concatenate(list(model.project(a.X, a.var_names))) for a in (ref, query)]
+        pcs = [np.concatenate(list(model.front_blocks(a.X, a.var_names))) for a in (ref, query)]
         knn_vote = KNeighborsClassifier(15).fit(pcs[0], ref.obs["den_clusters"]).predict(pcs[1])
         full_labels = full.obs["den_clusters"].to_numpy()[test]
         param.append(

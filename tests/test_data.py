@@ -5,7 +5,8 @@ import pytest
 from scipy import sparse
 from sklearn.decomposition import PCA
 
-from den._data import dense_rows, iter_rows, pca, warn_if_counts
+from den._data import as_features, dense_rows, iter_rows, warn_if_counts
+from den._pca import EXACT_MAX_FEATURES, pca
 
 
 @pytest.mark.parametrize("fmt", ["dense", "csr"])
@@ -19,11 +20,19 @@ def test_pca_matches_sklearn(rng, fmt):
     np.testing.assert_allclose(np.abs(comps.T @ ref.components_.T), np.eye(5), atol=1e-6)
 
 
-def test_pca_truncated_path_for_many_genes(rng):
-    x = sparse.random(120, 4100, density=0.02, random_state=0, format="csr")
-    mean, comps, var = pca(x, 3)
-    ref = PCA(3, svd_solver="full").fit(x.toarray())
-    np.testing.assert_allclose(var, ref.explained_variance_, rtol=1e-5)
+@pytest.mark.parametrize("fmt", ["dense", "csr"])
+def test_pca_randomized_path_for_many_genes(rng, fmt):
+    """Above EXACT_MAX_FEATURES genes: a streamed randomized SVD, as exact as the full one on real structure."""
+    n, g = 300, EXACT_MAX_FEATURES + 100
+    signal = rng.normal(size=(n, 6)) * np.array([20, 15, 10, 8, 6, 5]) @ rng.normal(size=(6, g))
+    x = np.abs(signal + rng.normal(size=(n, g)))
+    X = sparse.csr_matrix(x) if fmt == "csr" else x
+    mean, comps, var = pca(X, 5)
+    ref = PCA(5, svd_solver="full").fit(x)
+    np.testing.assert_allclose(var, ref.explained_variance_, rtol=1e-3)
+    np.testing.assert_allclose(np.abs(comps.T @ ref.components_.T), np.eye(5), atol=1e-3)
+    again = pca(X, 5)[1]
+    np.testing.assert_array_equal(comps, again)  # seeded: reproducible
 
 
 def test_iter_rows_blocks(rng):
@@ -53,3 +62,41 @@ def test_dense_rows_of_csr_slices(rows, kind):
 def test_counts_warning():
     with pytest.warns(UserWarning, match="normalize_total"):
         warn_if_counts(np.array([[0, 3, 500], [2, 0, 90]], dtype=np.float32))
+
+
+@pytest.mark.parametrize(
+    ("x", "shape", "image"),
+    [
+        pytest.param(np.ones((5, 3)), (5, 3), None, id="array"),
+        pytest.param(sparse.coo_matrix(np.eye(4)), (4, 4), None, id="coo"),
+        pytest.param([[1, 2], [3, 4], [5, 6]], (3, 2), None, id="list"),
+        pytest.param(np.zeros((6, 4, 5)), (6, 20), (1, 4, 5), id="images HW"),
+        pytest.param(np.zeros((6, 3, 4, 5)), (6, 60), (3, 4, 5), id="images CHW"),
+    ],
+)
+def test_as_features(x, shape, image):
+    f = as_features(x)
+    assert f.X.shape == shape and f.image_shape == image and len(f.var_names) == shape[1]
+    if sparse.issparse(f.X):
+        assert f.X.format == "csr"
+
+
+def test_as_features_torch():
+    import torch
+
+    f = as_features(torch.ones(4, 3))
+    assert isinstance(f.X, np.ndarray) and f.X.shape == (4, 3)
+
+
+@pytest.mark.parametrize(
+    ("x", "error", "match"),
+    [
+        pytest.param(np.ones((2, 3)), ValueError, "minimum of 3", id="two rows"),
+        pytest.param(np.array([[1.0, np.nan]] * 4), ValueError, "NaN", id="nan"),
+        pytest.param(np.ones(5), ValueError, "2D", id="1-D"),
+        pytest.param("abc", TypeError, "numpy array", id="string"),
+    ],
+)
+def test_as_features_rejects(x, error, match):
+    with pytest.raises(error, match=match):
+        as_features(x)

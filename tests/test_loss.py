@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy import stats
 
-from den._loss import LOG_FLOOR, f_cdf, pair_loss
+from den._loss import LOG_FLOOR, batch_contrastive_loss, contrastive_loss, f_cdf, log_near_belief, pair_loss
 
 X = np.concatenate([[0.0], np.logspace(-10, 10, 400), [1e30]])
 
@@ -125,3 +125,64 @@ def test_pair_loss_log_finite_at_infinity():
 def test_pair_loss_unknown_near_loss():
     with pytest.raises(ValueError, match="near_loss"):
         pair_loss(torch.tensor([1.0]), torch.tensor([True]), n_components=2, near_loss="square")
+
+
+# --- the contrastive form ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dof", [1.0, 2.0, 3.0, 7.5])
+def test_log_near_belief_is_the_f2_survival_function(dof):
+    d2 = np.logspace(-6, 6, 50)
+    got = log_near_belief(torch.tensor(d2, dtype=torch.float64), dof).numpy()
+    np.testing.assert_allclose(np.exp(got), stats.f.sf(d2, 2, dof), rtol=1e-9)
+
+
+def test_dof_two_is_cauchy():
+    d2 = torch.linspace(0, 20, 41, dtype=torch.float64)
+    torch.testing.assert_close(torch.exp(log_near_belief(d2, 2.0)), 1 / (1 + d2))
+
+
+def test_contrastive_loss_value():
+    d2_near = torch.tensor([0.5, 2.0], dtype=torch.float64)
+    d2_far = torch.tensor([[4.0, 9.0], [1.0, 16.0]], dtype=torch.float64)
+    w = lambda d2: 1 / (1 + d2)  # dof = 2
+    expected = np.mean([-np.log(w(0.5) / (w(0.5) + w(4.0) + w(9.0))), -np.log(w(2.0) / (w(2.0) + w(1.0) + w(16.0)))])
+    torch.testing.assert_close(contrastive_loss(d2_near, d2_far, dof=2.0), torch.tensor(expected, dtype=torch.float64))
+
+
+def test_contrastive_loss_pulls_near_and_pushes_far():
+    d2_near = torch.tensor([3.0], requires_grad=True)
+    d2_far = torch.tensor([[0.5, 5.0]], requires_grad=True)
+    contrastive_loss(d2_near, d2_far, dof=3.0).backward()
+    assert d2_near.grad[0] > 0  # descending moves the near pair closer
+    assert (d2_far.grad < 0).all()  # ... and the far partners apart
+    assert d2_far.grad[0, 0] < d2_far.grad[0, 1]  # the far partner that landed close is pushed hardest
+
+
+def _reference(out, far, dof, min_dist):
+    b = out.shape[0] // 2
+    d2n = ((out[:b] - out[b:]) ** 2).sum(1)
+    d2f = ((out[:, None, :] - out[far][None]) ** 2).sum(2)
+    d2f = d2f.masked_fill(far[None, :] == torch.arange(2 * b)[:, None], math.inf)
+    return contrastive_loss(torch.cat([d2n, d2n]), d2f, dof=dof, min_dist=min_dist)
+
+
+@pytest.mark.parametrize(("dof", "min_dist"), [(2.0, 0.0), (3.0, 0.0), (1.5, 0.4)])
+def test_batch_contrastive_loss_matches_autograd(dof, min_dist):
+    """The hand-written gradient is the gradient of the reference formula."""
+    torch.manual_seed(0)
+    out = torch.randn(2 * 9, 2, dtype=torch.float64, requires_grad=True)
+    far = torch.tensor([0, 3, 3, 11, 17])  # repeats and rows that are anchors too
+    fast = batch_contrastive_loss(out, far, dof=dof, min_dist=min_dist)
+    (g_fast,) = torch.autograd.grad(fast, out)
+    ref = _reference(out, far, dof, min_dist)
+    (g_ref,) = torch.autograd.grad(ref, out)
+    torch.testing.assert_close(fast, ref)
+    torch.testing.assert_close(g_fast, g_ref)
+
+
+def test_batch_contrastive_loss_gradcheck():
+    torch.manual_seed(1)
+    out = torch.randn(8, 2, dtype=torch.float64, requires_grad=True)
+    far = torch.tensor([1, 6, 2])
+    assert torch.autograd.gradcheck(lambda o: batch_contrastive_loss(o, far, dof=3.0), (out,))

@@ -1,8 +1,17 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 
-from den._pairs import far_pairs, knn, near_pairs
+from den._pairs import (
+    PairSampler,
+    drop_label_conflicts,
+    fuzzy_weights,
+    knn,
+    knn_pairs,
+    label_pairs,
+    mutual_pairs,
+)
 
 
 def test_knn_is_exact_and_excludes_self(rng):
@@ -16,37 +25,112 @@ def test_knn_is_exact_and_excludes_self(rng):
     np.testing.assert_allclose(dist, np.sort(full, 1)[:, :7], rtol=1e-4)
 
 
-def test_near_pairs_mutual_plus_closest():
+def test_mutual_pairs_plus_closest():
     # 0 <-> 1 mutual; 2's neighbour is 1, but 1's is 0: kept only as 2's closest partner
     knn_idx = np.array([[1], [0], [1], [2]])
-    i, j = near_pairs(knn_idx, min_neighbors=1)
-    pairs = set(zip(i.tolist(), j.tolist(), strict=True))
-    assert pairs == {(0, 1), (1, 2), (2, 3)}
-    i, j = near_pairs(knn_idx, min_neighbors=0)
+    i, j = mutual_pairs(knn_idx, min_neighbors=1)
+    assert set(zip(i.tolist(), j.tolist(), strict=True)) == {(0, 1), (1, 2), (2, 3)}
+    i, j = mutual_pairs(knn_idx, min_neighbors=0)
     assert set(zip(i.tolist(), j.tolist(), strict=True)) == {(0, 1)}
 
 
-def test_near_pairs_unique_ordered(rng):
+def test_knn_pairs_every_edge_once(rng):
     x = rng.normal(size=(300, 3))
-    i, j = near_pairs(knn(x, 10)[0])
+    idx = knn(x, 10)[0]
+    i, j = knn_pairs(idx)
     assert (i < j).all()
-    assert len(set(zip(i.tolist(), j.tolist(), strict=True))) == len(i)
-    assert set(np.concatenate([i, j]).tolist()) == set(range(300))  # nobody left without a near pair
+    pairs = set(zip(i.tolist(), j.tolist(), strict=True))
+    assert len(pairs) == len(i)
+    expected = {(min(a, b), max(a, b)) for a in range(300) for b in idx[a].tolist()}
+    assert pairs == expected
 
 
-def test_far_pairs_weighted_by_distance(rng):
-    # one cell at distance 100, the others at ~1: far draws must favour the distant one
-    x = np.concatenate([rng.normal(scale=0.1, size=(99, 2)), [[100.0, 0.0]]])
-    i, j = far_pairs(x, 10, np.random.default_rng(0))
-    assert len(i) == len(j) == 1000
-    assert (i != j).all()
-    share = (j[i != 99] == 99).mean()
-    # a uniform draw would pick it 1 % of the time; weighted, about 29 %
-    assert share > 0.15
+def test_fuzzy_weights_favour_close_neighbours(rng):
+    x = rng.normal(size=(400, 4))
+    idx, dist = knn(x, 15)
+    pairs = knn_pairs(idx)
+    w = fuzzy_weights(idx, dist, pairs)
+    assert w.shape == pairs[0].shape and (w > 0).all() and (w <= 1 + 1e-9).all()
+    # every cell's nearest neighbour has strength 1 (UMAP's rho), so its pair weighs 1
+    first = {(min(a, idx[a, 0]), max(a, idx[a, 0])) for a in range(400)}
+    lookup = dict(zip(zip(pairs[0].tolist(), pairs[1].tolist(), strict=True), w, strict=True))
+    assert all(abs(lookup[p] - 1) < 1e-9 for p in first)
+    assert np.median(w) < 0.8  # farther neighbours weigh less
 
 
-def test_far_pairs_reproducible(rng):
-    x = rng.normal(size=(50, 3))
-    a = far_pairs(x, 4, np.random.default_rng(3))
-    b = far_pairs(x, 4, np.random.default_rng(3))
-    np.testing.assert_array_equal(a[1], b[1])
+def test_label_pairs_same_label_never_self(rng):
+    labels = np.array([0, 0, 0, 1, 1, -1, -1, 2])  # class 2 has one cell: no partner
+    i, j = label_pairs(labels, 4, rng)
+    assert len(i) == 4 * 5
+    assert (labels[i] == labels[j]).all() and (i != j).all() and (labels[i] >= 0).all()
+
+
+def test_drop_label_conflicts():
+    pairs = (np.array([0, 0, 1, 2]), np.array([1, 2, 3, 3]))
+    labels = np.array([0, 0, 1, -1])
+    i, j = drop_label_conflicts(pairs, labels)
+    assert list(zip(i.tolist(), j.tolist(), strict=True)) == [(0, 1), (1, 3), (2, 3)]
+
+
+def _sampler(n_far=8, far_rule="shared", **kw):
+    near = (np.arange(0, 100), np.arange(100, 200))
+    return PairSampler(
+        near, batch_size=32, n_far=n_far, far_rule=far_rule, generator=torch.Generator().manual_seed(0), **kw
+    )
+
+
+def test_sampler_batches_cover_every_pair_once():
+    sampler = _sampler()
+    batches = list(sampler.epoch())
+    assert len(batches) == sampler.steps_per_epoch == 4
+    seen = set()
+    for b in batches:
+        half = len(b.rows) // 2
+        seen |= set(zip(b.rows[:half].tolist(), b.rows[half:].tolist(), strict=True))
+        assert b.far.shape == (8,) and int(b.far.max()) < len(b.rows)
+    assert seen == {(k, k + 100) for k in range(100)}
+
+
+def test_sampler_reproducible():
+    a = [b.rows.tolist() + b.far.tolist() for b in _sampler().epoch()]
+    b = [b.rows.tolist() + b.far.tolist() for b in _sampler().epoch()]
+    assert a == b
+
+
+def test_sampler_distance_rule_prefers_distant_partners():
+    rep = torch.zeros(200, 2)
+    rep[150] = 100.0  # one cell far from all others
+    sampler = _sampler(n_far=5, far_rule="distance", rep=rep)
+    share = []
+    for _ in range(10):
+        for b in sampler.epoch():
+            half = len(b.rows) // 2
+            if (b.rows == 150).any():
+                far_cells = b.rows[b.far]  # (anchors, n_far)
+                share.append(float((far_cells[b.rows[:half] != 150] == 150).float().mean()))
+    # a uniform draw picks it about 1 / 64 of the time; weighted by distance, far more often
+    assert np.mean(share) > 0.1
+
+
+def test_sampler_weights_thin_out_weak_pairs():
+    w = np.r_[np.ones(50), np.full(50, 0.1)]
+    counts = np.zeros(100)
+    sampler = _sampler(weights=w)
+    for _ in range(20):
+        for b in sampler.epoch():
+            half = len(b.rows) // 2
+            np.add.at(counts, b.rows[:half].numpy(), 1)
+    assert counts[:50].mean() > 5 * counts[50:].mean()
+
+
+def test_sampler_extra_pairs_each_epoch():
+    calls = []
+
+    def extra():
+        calls.append(1)
+        return np.array([5, 6]), np.array([7, 8])
+
+    sampler = _sampler(extra=extra)
+    assert sampler.n_pairs == 102
+    rows = torch.cat([b.rows for b in sampler.epoch()])
+    assert {5, 6, 7, 8} <= set(rows.tolist())

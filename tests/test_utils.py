@@ -1,7 +1,7 @@
 import torch
 
 import den
-from den._utils import TRAINING_THREADS, training_threads
+from den.train._runner import TRAINING_THREADS, training_threads
 
 
 def test_training_threads_restores_setting():

@@ -3,6 +3,7 @@
 from importlib.metadata import PackageNotFoundError, version
 
 from . import datasets, pl, tl
+from ._estimator import DEN
 from ._model import DENModel
 
 try:
@@ -10,4 +11,4 @@ try:
 except PackageNotFoundError:  # pragma: no cover
     __version__ = "unknown"
 
-__all__ = ["DENModel", "datasets", "pl", "tl"]
+__all__ = ["DEN", "DENModel", "datasets", "pl", "tl"]

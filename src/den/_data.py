@@ -1,4 +1,4 @@
-"""Reading the feature matrix of an AnnData: checks, row batches and PCA.
+"""Reading the feature matrix: checks, row batches, and the inputs the estimator accepts.
 
 Sparse matrices are only ever densified a block of rows at a time.
 """
@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 from scipy import sparse
 
 if TYPE_CHECKING:
@@ -21,6 +23,9 @@ CHUNK_ROWS = 8192
 
 def get_matrix(adata: AnnData, layer: str | None):
     """Return ``adata.X`` or ``adata.layers[layer]`` after validating it (no copy)."""
+    if not hasattr(adata, "obs") or not hasattr(adata, "var_names"):
+        msg = f"den's tools take an AnnData, not {type(adata).__name__}; for arrays use den.DEN."
+        raise TypeError(msg)
     if adata.n_obs == 0 or adata.n_vars == 0:
         msg = f"The AnnData is empty ({adata.n_obs} cells x {adata.n_vars} genes); den needs cells and genes."
         raise ValueError(msg)
@@ -36,6 +41,9 @@ def get_matrix(adata: AnnData, layer: str | None):
             raise KeyError(msg)
         X = adata.layers[layer]
         where = f"adata.layers[{layer!r}]"
+    if getattr(adata, "isbacked", False) and not (sparse.issparse(X) or isinstance(X, np.ndarray)):
+        msg = f"{where} is on disk (the AnnData was opened with backed='r'); load it with `adata = adata.to_memory()`."
+        raise TypeError(msg)
     if not (sparse.issparse(X) or isinstance(X, np.ndarray)):
         try:
             X = np.asarray(X)
@@ -47,6 +55,21 @@ def get_matrix(adata: AnnData, layer: str | None):
         raise ValueError(msg)
     check_finite(X, where)
     return X
+
+
+def check_names(adata: AnnData) -> None:
+    """Genes must be unique (they are the model's contract); duplicate cell names get a warning."""
+    if not adata.var_names.is_unique:
+        dup = adata.var_names[adata.var_names.duplicated()].unique()[:5].tolist()
+        msg = f"adata.var_names are not unique ({dup} ...); run `adata.var_names_make_unique()` first."
+        raise ValueError(msg)
+    if not adata.obs_names.is_unique:
+        warnings.warn(
+            "adata.obs_names are not unique; cell-level results and plots cannot tell those cells apart. "
+            "Run `adata.obs_names_make_unique()`.",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def iter_rows(X, chunk: int = CHUNK_ROWS, idx: np.ndarray | None = None) -> Iterator[np.ndarray]:
@@ -80,17 +103,30 @@ def _csr_rows(X, start: int, stop: int) -> np.ndarray:
     return np.asarray(view.toarray(), dtype=np.float32)
 
 
+#: the largest magnitude den computes with (float32)
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
 def check_finite(X, where: str = "the input") -> None:
-    """Raise if ``X`` holds NaN or inf (checked block-wise)."""
-    if sparse.issparse(X):
-        bad = not np.isfinite(X.data).all()
-    else:
-        bad = any(not np.isfinite(b).all() for b in iter_rows(X))
-    if bad:
-        msg = (
-            f"{where} contains NaN or infinite values. Remove or impute them (e.g. `np.nan_to_num`) before running den."
-        )
-        raise ValueError(msg)
+    """Raise if ``X`` holds NaN or inf, or values beyond float32 (checked block-wise, in ``X``'s own dtype)."""
+    blocks = (
+        [X.data]
+        if sparse.issparse(X)
+        else (np.asarray(X[s : s + CHUNK_ROWS]) for s in range(0, X.shape[0], CHUNK_ROWS))
+    )
+    for block in blocks:
+        if block.dtype.kind != "f":
+            continue
+        if not np.isfinite(block).all():
+            msg = f"{where} contains NaN or infinite values. Remove or impute them (e.g. `np.nan_to_num`) before running den."
+            raise ValueError(msg)
+        big = float(np.abs(block).max()) if block.size else 0.0
+        if big > FLOAT32_MAX:
+            msg = (
+                f"{where} holds values up to {big:.3g}, beyond the float32 range (3.4e38) den computes in; "
+                "rescale or log-transform the data (e.g. `sc.pp.log1p`)."
+            )
+            raise ValueError(msg)
 
 
 def warn_if_counts(X, where: str = "adata.X") -> None:
@@ -114,51 +150,108 @@ def column_mean(X) -> np.ndarray:
     return total / X.shape[0]
 
 
-def pca(X, n_comps: int, *, random_state: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Centred PCA of ``X``, streaming rows (no dense copy of a sparse ``X``).
+@dataclass
+class Features:
+    """A feature matrix (cells x features, numpy or scipy sparse) with its feature names.
 
-    With up to 4,000 genes the exact covariance (genes x genes) is accumulated
-    block-wise and eigendecomposed; with more genes a truncated SVD of the
-    implicitly centred matrix is used.
-
-    Returns
-    -------
-    mean
-        Column means, shape ``(n_genes,)``.
-    components
-        Loadings, shape ``(n_genes, n_comps)``, sign-fixed so results are reproducible.
-    variance
-        Variance along each component.
+    Images are held flattened, one row per image, with ``image_shape`` ``(C, H, W)``.
     """
-    n, g = X.shape
-    n_comps = int(min(n_comps, g, n - 1))
-    mean = column_mean(X)
-    if g <= 4000:
-        gram = np.zeros((g, g))
-        for block in iter_rows(X):
-            b = block.astype(np.float64)
-            gram += b.T @ b
-        cov = (gram - n * np.outer(mean, mean)) / max(n - 1, 1)
-        evals, evecs = np.linalg.eigh(cov)
-        order = np.argsort(evals)[::-1][:n_comps]
-        variance, components = evals[order], evecs[:, order]
-    else:
-        from scipy.sparse.linalg import LinearOperator, svds
 
-        Xop = sparse.csr_matrix(X) if sparse.issparse(X) else X
-        op = LinearOperator(
-            (n, g),
-            matvec=lambda v: Xop @ v - mean @ v,
-            rmatvec=lambda u: Xop.T @ u - mean * u.sum(),
-            matmat=lambda V: Xop @ V - (mean @ V)[None, :],
-            rmatmat=lambda U: Xop.T @ U - np.outer(mean, U.sum(0)),
-            dtype=np.float64,
+    X: Any
+    var_names: pd.Index
+    image_shape: tuple[int, int, int] | None = None
+
+    @property
+    def n(self) -> int:
+        return self.X.shape[0]
+
+
+def as_features(X, *, min_samples: int = 3, estimator: str = "DEN") -> Features:
+    """Validate estimator input: numpy arrays, scipy sparse matrices, torch tensors, lists, or images.
+
+    2-D input is cells x features; ``(n, H, W)`` and ``(n, C, H, W)`` numpy arrays (or
+    tensors) are images. Checked with scikit-learn's ``check_array`` (numeric, finite, at
+    least ``min_samples`` rows).
+    """
+    from sklearn.utils.validation import check_array
+
+    try:
+        import torch
+
+        if torch.is_tensor(X):
+            X = X.detach().cpu().numpy()
+    except ImportError:  # pragma: no cover
+        pass
+    if not sparse.issparse(X) and not hasattr(X, "__array__") and not isinstance(X, list | tuple):
+        msg = f"{estimator} takes a numpy array, scipy sparse matrix, torch tensor or list, not {type(X).__name__}."
+        raise TypeError(msg)
+    if isinstance(X, np.ndarray) and X.ndim in (3, 4):
+        images = X[:, None] if X.ndim == 3 else X
+        flat = check_array(
+            images.reshape(len(images), -1), dtype=[np.float32, np.float64], ensure_min_samples=min_samples
         )
-        v0 = np.random.default_rng(random_state).uniform(-1, 1, min(n, g))
-        _, s, vt = svds(op, k=n_comps, v0=v0)
-        order = np.argsort(s)[::-1]
-        components = vt[order].T
-        variance = s[order] ** 2 / max(n - 1, 1)
-    signs = np.sign(components[np.abs(components).argmax(0), np.arange(components.shape[1])])
-    components = components * np.where(signs == 0, 1, signs)
-    return mean, components.astype(np.float64), np.clip(variance, 0, None)
+        return Features(flat, pd.Index([f"p{i}" for i in range(flat.shape[1])]), tuple(images.shape[1:]))
+    kw = {"dtype": [np.float32, np.float64], "ensure_min_samples": min_samples}
+    X = check_array(X, accept_sparse=["csr", "csc", "coo"], **kw)
+    if sparse.issparse(X):
+        X = X.tocsr()
+    return Features(X, pd.Index([str(i) for i in range(X.shape[1])]))
+
+
+def input_stats(X, n_rows: int = 2000) -> dict[str, float]:
+    """Scale of a matrix, from up to ``n_rows`` evenly spaced rows.
+
+    Median total per row, root mean square and largest value, and the smallest value (a
+    centred matrix has no meaningful total per row).
+    """
+    rows = np.unique(np.linspace(0, X.shape[0] - 1, min(n_rows, X.shape[0])).astype(int))
+    block = dense_rows(X, rows).astype(np.float64)
+    if not block.size:
+        return {"median_total": 0.0, "rms": 0.0, "max": 0.0, "min": 0.0}
+    return {
+        "median_total": float(np.median(block.sum(1))),
+        "rms": float(np.sqrt(np.mean(block**2))),
+        "max": float(block.max()),
+        "min": float(block.min()),
+    }
+
+
+#: a query whose median total per cell, root mean square or largest value is this many times off the reference's
+SCALE_TOLERANCE = 3.0
+
+
+def _scale_ratios(reference: dict, query: dict) -> list[float]:
+    """How many times off the query's scale statistics are (inf where one side is zero)."""
+    keys = ["rms", "max"]
+    if reference.get("min", 0.0) >= 0:  # totals per cell mean something for non-negative data only
+        keys.append("median_total")
+        if query["min"] < 0:
+            return [np.inf]
+    ratios = []
+    for key in keys:
+        if key not in reference:  # models saved before a statistic was recorded
+            continue
+        ref, q = abs(reference[key]), abs(query[key])
+        if ref > 0 and q > 0:
+            ratios.append(max(ref, q) / min(ref, q))
+        elif (ref > 0) != (q > 0):
+            ratios.append(np.inf)
+    return ratios
+
+
+def check_query_scale(reference: dict | None, X, where: str = "the query") -> None:
+    """Warn when ``X`` is on another scale than the data the model was trained on (e.g. raw counts vs log1p)."""
+    if not reference:
+        return
+    query = input_stats(X)
+    ratios = _scale_ratios(reference, query)
+    if ratios and max(ratios) > SCALE_TOLERANCE:
+        warnings.warn(
+            f"{where} is on another scale than the model's training data (root mean square "
+            f"{query['rms']:.3g} vs {reference.get('rms', float('nan')):.3g}, median total per cell "
+            f"{query['median_total']:.3g} vs {reference.get('median_total', 0):.3g}, values {query['min']:.3g} to "
+            f"{query['max']:.3g} vs {reference.get('min', float('nan')):.3g} to {reference.get('max', 0):.3g}); its map positions and labels are not trustworthy. Normalise it as the "
+            "reference was (e.g. `sc.pp.normalize_total` then `sc.pp.log1p`, the same genes and scaling).",
+            UserWarning,
+            stacklevel=3,
+        )

@@ -75,6 +75,8 @@ def explain(
         base = float(model(torch.from_numpy(bg)).mean())
     notes: list[str] = []
     chain = ["auto", "deep", "gradient"][["auto", "deep", "gradient"].index(method) :]
+    if chain[0] == "auto" and not all(type(m) in (nn.Linear, nn.ReLU) for m in _layers(model)):
+        chain = chain[1:]  # convolutional networks: shap's DeepExplainer directly
     for name in chain:
         try:
             values = _EXPLAINERS[name](

@@ -1,4 +1,14 @@
-"""The F-distribution pair loss of DEN (METHOD.md §3)."""
+"""The F-distribution pair losses of DEN: the paper's (METHOD.md §3) and its contrastive form.
+
+Both read a pair's squared map distance ``d2`` through the F distribution:
+``p = F_cdf(d2; d1, d2_dof)`` is the network's belief that the pair is *far*,
+``1 - p`` that it is near. The paper uses F(1, n_components) and the terms
+``p`` (near pairs) and ``1 - p`` (far pairs). The contrastive loss uses
+F(2, dof), whose survival function ``(1 + 2 d2 / dof) ** (-dof / 2)`` is the
+Student-t kernel of t-SNE (dof = 2 gives Cauchy's ``1 / (1 + d2)``; smaller
+dof, heavier tails), and for each near pair ``(i, j)`` with far partners ``k``
+the term ``-log(w_ij / (w_ij + sum_k w_ik))`` with ``w = 1 - p``.
+"""
 
 from __future__ import annotations
 
@@ -150,3 +160,109 @@ def pair_loss(
     sum_far = torch.where(far, terms, zero).sum()
     loss = (n_near * sum_far + n_far * sum_near) / (d2.shape[0] * n_kept)
     return loss, {"near": n_near, "far": n_far}
+
+
+#: the contrastive loss's default F(2, dof) tail, chosen on the benchmark panel (dof = 2 is Cauchy's kernel)
+CONTRASTIVE_DOF = 3.0
+
+
+def kernel_dof(loss: str, n_components: int, dof: float | None) -> tuple[int, float]:
+    """Degrees of freedom ``(d1, d2)`` of the F distribution a loss reads distances with.
+
+    The paper's loss: ``(1, n_components)``; the contrastive loss: ``(2, dof)``, by default
+    ``(2, CONTRASTIVE_DOF)``.
+    """
+    if loss == "paper":
+        return 1, float(n_components)
+    return 2, float(CONTRASTIVE_DOF if dof is None else dof)
+
+
+def log_near_belief(d2: torch.Tensor, dof: float) -> torch.Tensor:
+    """``log(1 - F_cdf(d2; 2, dof)) = -(dof / 2) * log1p(2 d2 / dof)``, exact and smooth at 0."""
+    return -(dof / 2) * torch.log1p((2 / dof) * d2)
+
+
+def contrastive_loss(d2_near: torch.Tensor, d2_far: torch.Tensor, *, dof: float, min_dist: float = 0.0) -> torch.Tensor:
+    """The contrastive form of the F-distribution loss, averaged over near pairs.
+
+    For near pair ``a`` with squared distance ``d2_near[a]`` and its far partners
+    ``d2_far[a, :]``: ``-log(w_near / (w_near + sum w_far))`` with ``w = 1 - F_cdf(d2; 2, dof)``.
+    The near-pair part is the log pull ``-log(1 - p)``; the far pairs push through the
+    normaliser, strongest for far partners that landed close (t-SNE's repulsion,
+    sampled). ``min_dist`` floors near-pair distances (no pull below it).
+
+    Parameters
+    ----------
+    d2_near
+        Squared map distances of the near pairs, shape ``(n,)``.
+    d2_far
+        Squared map distances from each near pair's anchor to its far partners, ``(n, m)``.
+    dof
+        Denominator degrees of freedom of F(2, dof): the kernel's tail.
+    min_dist
+        Map distance below which near pairs are no longer pulled together.
+    """
+    if min_dist > 0:
+        d2_near = d2_near.clamp(min=min_dist**2)
+    s_near = log_near_belief(d2_near, dof)
+    s_far = log_near_belief(d2_far, dof)
+    return (torch.logaddexp(s_near, torch.logsumexp(s_far, 1)) - s_near).mean()
+
+
+def batch_contrastive_loss(out: torch.Tensor, far: torch.Tensor, *, dof: float, min_dist: float = 0.0) -> torch.Tensor:
+    """:func:`contrastive_loss` of one batch from the map coordinates, with a hand-written gradient.
+
+    ``out`` holds the map positions of ``2 b`` rows, ``out[i]`` and ``out[i + b]`` a near
+    pair; every row is an anchor against its near partner and the shared far partners
+    ``out[far]`` (a row is never its own far partner). The same value and gradient as
+    :func:`contrastive_loss` on those distances, in about a third of the operations: the
+    belief ``w = q ** (dof / 2)`` with ``q = 1 / (1 + 2 d2 / dof)`` needs no logarithm,
+    and ``d w / d d2 = -w q``.
+    """
+    return _BatchContrastive.apply(out, far, float(dof), float(min_dist))
+
+
+def _power(q: torch.Tensor, half: float) -> torch.Tensor:
+    """``q ** half``, through cheaper operations for the common exponents."""
+    if half == 1:
+        return q
+    if half == 1.5:
+        return q * q.sqrt()
+    return q.pow(half)
+
+
+class _BatchContrastive(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, out: torch.Tensor, far: torch.Tensor, dof: float, min_dist: float) -> torch.Tensor:
+        _n, b = out.shape[0], out.shape[0] // 2
+        c, half = 2.0 / dof, dof / 2.0
+        partner = torch.cat([out[b:], out[:b]])
+        diff_near = out - partner
+        d2_near = (diff_near * diff_near).sum(1)
+        floored = d2_near < min_dist**2
+        q_near = 1 / (1 + c * torch.where(floored, torch.full_like(d2_near, min_dist**2), d2_near))
+        neg = out[far]
+        sq = (out * out).sum(1)
+        d2 = (sq[:, None] + (neg * neg).sum(1)[None, :] - 2 * out @ neg.T).clamp_min_(0)
+        d2[far, torch.arange(len(far), device=out.device)] = math.inf  # a row is never its own far partner
+        q = (1 + c * d2).reciprocal_()
+        w, w_near = _power(q, half), _power(q_near, half)
+        z = w_near + w.sum(1)
+        ctx.save_for_backward(out, neg, far, diff_near, q_near, w_near, floored, q, w, z)
+        return (torch.log(z) - torch.log(w_near)).mean()
+
+    @staticmethod
+    def backward(ctx, grad):
+        out, neg, far, diff_near, q_near, w_near, floored, q, w, z = ctx.saved_tensors
+        n, b = out.shape[0], out.shape[0] // 2
+        scale = grad / n
+        coef = w * q * (-scale / z)[:, None]  # dL / d d2(row, far partner)
+        g_near = torch.where(floored, torch.zeros_like(q_near), scale * q_near * (1 - w_near / z))
+        g_pair = g_near[:b] + g_near[b:]  # each near pair's distance serves both of its rows
+        g_out = 2 * (coef.sum(1)[:, None] * out - coef @ neg)
+        g_neg = 2 * (coef.sum(0)[:, None] * neg - coef.T @ out)
+        g_out.index_add_(0, far, g_neg)
+        pull = 2 * g_pair[:, None] * diff_near[:b]
+        g_out[:b] += pull
+        g_out[b:] -= pull
+        return g_out, None, None, None

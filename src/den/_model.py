@@ -1,4 +1,4 @@
-"""The trained DEN model: encoder (+ clustering network), gene contract, save and load.
+"""The trained DEN networks with their feature contract; inference, save and load.
 
 Weights are stored as plain arrays (``.npz`` read with ``allow_pickle=False``)
 beside a JSON config, in a folder or in ``adata.uns``: nothing is ever unpickled.
@@ -6,26 +6,30 @@ beside a JSON config, in a folder or in ``adata.uns``: nothing is ever unpickled
 
 from __future__ import annotations
 
+import copy
 import json
+import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import torch
+from scipy import sparse
 from torch import nn
 
-from ._data import CHUNK_ROWS, dense_rows
-from ._train import predict, softmax
-from ._utils import get_device
-from .nn import ClusterHead, Encoder
+from ._data import CHUNK_ROWS, check_finite, dense_rows
+from ._loss import kernel_dof
+from ._utils import get_device, predict, softmax
+from .nn import ClusterHead, build_encoder
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from anndata import AnnData
 
-FORMAT_VERSION = 1
+#: 2: encoder type and loss recorded in the config, optional label head; 1: den 0.1 (MLP only)
+FORMAT_VERSION = 2
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "weights.npz"
 
@@ -39,105 +43,106 @@ def _version() -> str:
         return "unknown"
 
 
-def _state_to_numpy(module: nn.Module) -> dict[str, np.ndarray]:
+def state_arrays(module: nn.Module) -> dict[str, np.ndarray]:
+    """A module's state as numpy arrays (h5ad- and npz-safe)."""
     return {k: v.detach().cpu().numpy().copy() for k, v in module.state_dict().items()}
 
 
-def _load_state(module: nn.Module, weights: dict[str, np.ndarray]) -> None:
-    state = {k: torch.as_tensor(np.asarray(v)) for k, v in weights.items()}
-    module.load_state_dict(state, strict=True)
+def load_arrays(module: nn.Module, weights: dict[str, np.ndarray], where: str = "the model") -> None:
+    """Load numpy weights into ``module`` (strictly), refusing non-finite values."""
+    state = {}
+    for k, v in weights.items():
+        arr = np.asarray(v)
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            msg = f"The weights {k!r} of {where} contain NaN or infinite values: the model is damaged. Train it again."
+            raise ValueError(msg)
+        state[k] = torch.as_tensor(arr)
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        msg = f"The weights of {where} do not fit its config (damaged or edited?): {str(e).splitlines()[0]}"
+        raise ValueError(msg) from None
 
 
 class DENModel:
-    """A trained DEN network with the genes it was trained on.
+    """Trained DEN networks with the features they read.
 
-    Made by :func:`den.tl.embed` (and extended by :func:`den.tl.cluster`);
-    get it back from an AnnData with :meth:`from_adata`, save it with
-    :meth:`save` and reload it with :meth:`load`.
+    Made by :class:`den.DEN` (and :func:`den.tl.embed`, :func:`den.tl.cluster`); get it
+    back from an AnnData with :meth:`from_adata`, save it with :meth:`save` and reload
+    it with :meth:`load`.
 
     Parameters
     ----------
     config
-        Architecture and gene contract (``n_genes``, ``var_names``,
-        ``n_components``, ``hidden``, ``n_pcs``, ``layer``).
+        Architecture and feature contract (``encoder``, ``n_genes``, ``var_names``,
+        ``n_components``, ``hidden``, ``n_pcs``, ``loss``, ``dof``, ...).
     encoder
         The Siamese encoder.
-    cluster_config
-        ``n_clusters``, ``categories`` and ``head_input`` of the clustering network, if any.
-    cluster_net
-        ``nn.Sequential(encoder copy, head)`` mapping genes to cluster logits
-        (see :meth:`make_cluster_net`).
+    cluster_config, cluster_net
+        ``n_clusters``, ``categories``, ``head_input`` and the network from features to
+        cluster logits (a copy of the encoder and a head), if clustered.
+    label_config, label_head
+        ``categories`` of the labels and the head from the map to label logits, if trained
+        with labels.
     """
 
     def __init__(
         self,
         config: dict[str, Any],
-        encoder: Encoder,
+        encoder: nn.Module,
         cluster_config: dict[str, Any] | None = None,
         cluster_net: nn.Sequential | None = None,
+        label_config: dict[str, Any] | None = None,
+        label_head: nn.Module | None = None,
     ):
         self.config = dict(config)
         self.encoder = encoder.eval()
         self.cluster_config = cluster_config
         self.cluster_net = cluster_net.eval() if cluster_net is not None else None
+        self.label_config = label_config
+        self.label_head = label_head.eval() if label_head is not None else None
 
-    # construction ---------------------------------------------------------------
     @classmethod
     def build(cls, config: dict[str, Any]) -> DENModel:
         """A fresh, untrained model for ``config``."""
         config = {"format_version": FORMAT_VERSION, "den_version": _version(), **config}
-        return cls(config, cls._encoder(config))
-
-    @staticmethod
-    def _encoder(config: dict[str, Any]) -> Encoder:
-        return Encoder(config["n_genes"], config["n_components"], config["hidden"], config["n_pcs"])
-
-    def make_cluster_net(self, n_clusters: int, head_input: str = "hidden") -> nn.Sequential:
-        """A clustering network whose encoder starts as a copy of the trained one.
-
-        ``head_input="hidden"`` (the default): the encoder's 2-D output
-        layer is dropped and a linear head reads its last hidden layer.
-        ``"embedding"``: a :class:`~den.nn.ClusterHead` MLP reads the 2-D map (METHOD
-        §5 as published; kept to load clusterings saved that way).
-        """
-        encoder = self._encoder(self.config)
-        encoder.load_state_dict(self.encoder.state_dict())
-        if head_input == "embedding":
-            return nn.Sequential(encoder, ClusterHead(self.config["n_components"], n_clusters))
-        if head_input != "hidden":
-            msg = f"Unknown cluster head input {head_input!r}; expected 'hidden' or 'embedding'."
-            raise ValueError(msg)
-        encoder.mlp = encoder.mlp[:-1]  # keeps the layer names, so weights load by the same keys
-        return nn.Sequential(encoder, nn.Linear(self.hidden_width, n_clusters))
+        return cls(config, build_encoder(config))
 
     # properties -----------------------------------------------------------------
     @property
     def var_names(self) -> pd.Index:
-        """Genes the model reads, in order."""
+        """Features the model reads, in order."""
         return pd.Index(self.config["var_names"])
 
     @property
+    def kernel(self) -> tuple[int, float]:
+        """Degrees of freedom of the F distribution the loss read map distances with."""
+        return kernel_dof(self.config.get("loss", "paper"), int(self.config["n_components"]), self.config.get("dof"))
+
+    @property
     def hidden_width(self) -> int:
-        """Width of the encoder's last hidden layer (the input width when it has none)."""
-        c = self.config
-        return int(c["hidden"][-1]) if c["hidden"] else int(c["n_pcs"] or c["n_genes"])
+        """Width of the encoder's last hidden layer."""
+        return self.encoder.hidden_width
 
     @property
     def has_clusters(self) -> bool:
-        """Whether a clustering network is attached."""
         return self.cluster_net is not None
+
+    @property
+    def has_labels(self) -> bool:
+        return self.label_head is not None
 
     @property
     def n_parameters(self) -> int:
         """Number of trainable parameters of the encoder."""
         return sum(p.numel() for p in self.encoder.parameters() if p.requires_grad)
 
-    # inference ------------------------------------------------------------------
+    # the feature contract -------------------------------------------------------
     def gene_index(self, var_names: pd.Index) -> np.ndarray | None:
-        """Columns of a query with ``var_names`` that give the training genes in order.
+        """Columns of a query with ``var_names`` that give the model's features in order.
 
-        ``None`` when the query already has exactly the training genes in order.
-        Raises :class:`KeyError` naming the missing genes.
+        ``None`` when the query already has exactly those features in that order.
+        Raises :class:`KeyError` naming the missing ones.
         """
         train = self.var_names
         if len(var_names) == len(train) and (var_names == train).all():
@@ -156,7 +161,7 @@ class DENModel:
         return var_names.get_indexer(train)
 
     def inputs(self, X, var_names: pd.Index, rows) -> np.ndarray:
-        """Dense float32 network inputs for ``rows`` (a slice or indices) of ``X``: training genes in order."""
+        """Dense float32 network inputs for ``rows`` (a slice or indices) of ``X``: the model's features in order."""
         block = dense_rows(X, rows)
         cols = self.gene_index(var_names)
         return block if cols is None else block[:, cols]
@@ -166,14 +171,18 @@ class DENModel:
         for start in range(0, X.shape[0], chunk):
             yield self.inputs(X, var_names, slice(start, start + chunk))
 
-    def project(self, X, var_names: pd.Index, layer: nn.Linear | None = None, chunk: int = CHUNK_ROWS):
-        """Output of the frozen PCA layer for row blocks of ``X`` (float32 numpy blocks).
+    def front_blocks(self, X, var_names: pd.Index | None = None, chunk: int = CHUNK_ROWS) -> Iterator[np.ndarray]:
+        """Row blocks of the encoder's frozen front applied to ``X``: what its trainable body reads.
 
-        The layer is applied as ``X @ W.T + b`` to blocks of rows (a sparse
-        ``X`` is densified one block at a time); genes the model does not know
-        get zero weight, so no column subset of ``X`` is ever made.
+        For an MLP with a PCA layer, ``X @ W.T + b`` per block (a sparse ``X`` is densified one
+        block at a time); features the model does not know get zero weight, so no column subset
+        of ``X`` is ever made. Otherwise the model's features themselves.
         """
-        layer = self.encoder.projection if layer is None else layer
+        var_names = self.var_names if var_names is None else pd.Index(var_names)
+        layer = self.encoder.projection
+        if layer is None:
+            yield from self.iter_inputs(X, var_names, chunk)
+            return
         w = layer.weight.detach().cpu().numpy().T.astype(np.float32)
         b = layer.bias.detach().cpu().numpy().astype(np.float32)
         cols = self.gene_index(var_names)
@@ -185,57 +194,154 @@ class DENModel:
             # a dense block and BLAS beat a sparse product here (measured: about 2x on 2,000 genes)
             yield dense_rows(X, slice(start, start + chunk)) @ w + b
 
-    def embed(self, X, var_names: pd.Index | None = None, *, device: str = "auto") -> np.ndarray:
-        """Coordinates of the rows of ``X`` (cells x genes); each row is mapped on its own."""
-        dev = get_device(device)
-        var_names = self.var_names if var_names is None else pd.Index(var_names)
-        self.encoder.to(dev)
-        if self.encoder.projection is not None:
-            return predict(self.encoder.mlp, self.project(X, var_names), device=dev)
-        return predict(self.encoder, self.iter_inputs(X, var_names), device=dev)
+    # inference ------------------------------------------------------------------
+    def checked(self, X, var_names=None):
+        """``X`` as a matrix the model can read (lists, tensors, any sparse format), or a clear error.
 
-    def predict_proba(self, X, var_names: pd.Index | None = None, *, device: str = "auto") -> np.ndarray:
+        Without ``var_names`` the columns must be the model's features in order.
+        """
+        if hasattr(X, "detach"):
+            X = X.detach().cpu().numpy()
+        if sparse.issparse(X):
+            X = X.tocsr() if X.format not in ("csr", "csc") else X
+        elif not isinstance(X, np.ndarray):
+            X = np.asarray(X)
+        if X.ndim != 2 or X.dtype.kind not in "biuf":
+            msg = f"X must be a numeric 2-D matrix (cells x features); got shape {X.shape}, dtype {X.dtype}."
+            raise ValueError(msg)
+        if var_names is None and X.shape[1] != len(self.var_names):
+            msg = (
+                f"X has {X.shape[1]} columns but the model reads {len(self.var_names)} features; pass "
+                "`var_names=` to match genes by name."
+            )
+            raise ValueError(msg)
+        if var_names is not None and len(var_names) != X.shape[1]:
+            msg = f"var_names has {len(var_names)} names for the {X.shape[1]} columns of X."
+            raise ValueError(msg)
+        check_finite(X, "X")
+        return X
+
+    def embed(self, X, var_names: pd.Index | None = None, *, device: str = "auto", check: bool = True) -> np.ndarray:
+        """Map coordinates of the rows of ``X`` (cells x features); each row is mapped on its own.
+
+        ``check=False`` skips the input checks (for callers that made them).
+        """
+        if check:
+            X = self.checked(X, var_names)
+        dev = get_device(device)
+        self.encoder.to(dev)
+        return predict(self.encoder.body, self.front_blocks(X, var_names), device=dev)
+
+    def hidden(self, X, var_names: pd.Index | None = None, *, device: str = "auto", check: bool = True) -> np.ndarray:
+        """The encoder's last hidden layer for the rows of ``X``."""
+        if check:
+            X = self.checked(X, var_names)
+        dev = get_device(device)
+        self.encoder.to(dev)
+        return predict(self.encoder.hidden_body(), self.front_blocks(X, var_names), device=dev)
+
+    def cluster_body(self) -> nn.Module:
+        """The clustering network without its frozen front: front outputs -> cluster logits."""
+        encoder, head = self.cluster_net[0], self.cluster_net[1]
+        return nn.Sequential(encoder.body, head)
+
+    def predict_proba(
+        self, X, var_names: pd.Index | None = None, *, device: str = "auto", check: bool = True
+    ) -> np.ndarray:
         """Cluster probabilities of the rows of ``X`` (needs a clustering network)."""
         if self.cluster_net is None:
-            msg = "This model has no clustering network. Run `den.tl.cluster` first."
+            msg = "This model has no clustering network. Run `den.tl.cluster` (or fit den.DEN with cluster=True) first."
             raise ValueError(msg)
+        if check:
+            X = self.checked(X, var_names)
         dev = get_device(device)
-        var_names = self.var_names if var_names is None else pd.Index(var_names)
         self.cluster_net.to(dev)
-        encoder, head = self.cluster_net[0], self.cluster_net[1]
-        if encoder.projection is not None:
-            blocks = self.project(X, var_names, encoder.projection)
-            logits = predict(nn.Sequential(encoder.mlp, head), blocks, device=dev)
-        else:
-            logits = predict(self.cluster_net, self.iter_inputs(X, var_names), device=dev)
-        return softmax(logits)
+        return softmax(predict(self.cluster_body(), self.front_blocks(X, var_names), device=dev))
 
-    # serialisation --------------------------------------------------------------
-    def to_uns(self) -> dict[str, Any]:
-        """The encoder as an h5ad-safe dict (JSON config + arrays)."""
-        return {"config": json.dumps(self.config), "weights": _state_to_numpy(self.encoder)}
+    def predict_label_proba(
+        self, X, var_names: pd.Index | None = None, *, device: str = "auto", check: bool = True
+    ) -> np.ndarray:
+        """Label probabilities of the rows of ``X`` from the label head (needs a model trained with labels)."""
+        if self.label_head is None:
+            msg = "This model has no label head. Fit it with labels (`y=` or `labels_key=`) and label_head=True."
+            raise ValueError(msg)
+        if check:
+            X = self.checked(X, var_names)
+        dev = get_device(device)
+        self.encoder.to(dev)
+        self.label_head.to(dev)
+        net = nn.Sequential(self.encoder.body, self.label_head)
+        return softmax(predict(net, self.front_blocks(X, var_names), device=dev))
 
-    def cluster_to_uns(self) -> dict[str, Any]:
-        """The clustering network as an h5ad-safe dict."""
-        return {"config": json.dumps(self.cluster_config), "weights": _state_to_numpy(self.cluster_net)}
+    # clustering network ---------------------------------------------------------
+    def make_cluster_net(self, n_clusters: int, head_input: str = "hidden") -> nn.Sequential:
+        """A clustering network whose encoder starts as a copy of the trained one.
 
-    @classmethod
-    def from_uns(cls, model: dict[str, Any], cluster: dict[str, Any] | None = None) -> DENModel:
-        """Rebuild from :meth:`to_uns` (and :meth:`cluster_to_uns`) output."""
-        config = json.loads(str(model["config"]))
-        self = cls(config, cls._encoder(config))
-        _load_state(self.encoder, model["weights"])
-        if cluster is not None:
-            self.attach_clusters(json.loads(str(cluster["config"])), cluster["weights"])
-        return self
+        ``head_input="hidden"`` (the default): the copy drops its output layer and a linear
+        head reads its last hidden layer. ``"embedding"``: a :class:`~den.nn.ClusterHead`
+        MLP reads the map (METHOD §5 as published; kept to load clusterings saved that way).
+        """
+        encoder = copy.deepcopy(self.encoder)
+        if head_input == "embedding":
+            return nn.Sequential(encoder, ClusterHead(int(self.config["n_components"]), n_clusters))
+        if head_input != "hidden":
+            msg = f"Unknown cluster head input {head_input!r}; expected 'hidden' or 'embedding'."
+            raise ValueError(msg)
+        encoder.strip_output()  # keeps the layer names, so weights load by the same keys
+        return nn.Sequential(encoder, nn.Linear(self.hidden_width, n_clusters))
 
     def attach_clusters(self, cluster_config: dict[str, Any], weights: dict[str, np.ndarray] | None = None) -> None:
         """Attach a clustering network described by ``cluster_config`` (and load ``weights``)."""
         net = self.make_cluster_net(int(cluster_config["n_clusters"]), cluster_config.get("head_input", "embedding"))
         if weights is not None:
-            _load_state(net, weights)
+            load_arrays(net, weights, "the clustering network")
         self.cluster_config = dict(cluster_config)
         self.cluster_net = net.eval()
+
+    def attach_labels(self, label_config: dict[str, Any], head: nn.Module | dict[str, np.ndarray]) -> None:
+        """Attach a label head (a module, or weights for a :class:`~den.nn.ClusterHead`)."""
+        if not isinstance(head, nn.Module):
+            module = ClusterHead(int(self.config["n_components"]), len(label_config["categories"]))
+            load_arrays(module, head, "the label head")
+            head = module
+        self.label_config = dict(label_config)
+        self.label_head = head.eval()
+
+    # serialisation --------------------------------------------------------------
+    def to_uns(self) -> dict[str, Any]:
+        """The encoder (and label head) as an h5ad-safe dict (JSON config + arrays)."""
+        out = {"config": json.dumps(self.config), "weights": state_arrays(self.encoder)}
+        if self.label_head is not None:
+            out["labels"] = {"config": json.dumps(self.label_config), "weights": state_arrays(self.label_head)}
+        return out
+
+    def cluster_to_uns(self) -> dict[str, Any]:
+        """The clustering network as an h5ad-safe dict."""
+        return {"config": json.dumps(self.cluster_config), "weights": state_arrays(self.cluster_net)}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], weights: dict[str, np.ndarray], where: str = "the model") -> DENModel:
+        """Rebuild an encoder from its config and weights, checking the format."""
+        version = int(config.get("format_version", 1))
+        if version > FORMAT_VERSION:
+            msg = (
+                f"{where} was saved by a newer den (format {version}, den {config.get('den_version', '?')}); "
+                f"this den reads formats up to {FORMAT_VERSION}. Upgrade scden."
+            )
+            raise ValueError(msg)
+        self = cls(config, build_encoder(config))
+        load_arrays(self.encoder, weights, where)
+        return self
+
+    @classmethod
+    def from_uns(cls, model: dict[str, Any], cluster: dict[str, Any] | None = None) -> DENModel:
+        """Rebuild from :meth:`to_uns` (and :meth:`cluster_to_uns`) output."""
+        self = cls.from_config(json.loads(str(model["config"])), model["weights"], "the model in adata.uns")
+        if "labels" in model:
+            self.attach_labels(json.loads(str(model["labels"]["config"])), model["labels"]["weights"])
+        if cluster is not None:
+            self.attach_clusters(json.loads(str(cluster["config"])), cluster["weights"])
+        return self
 
     @classmethod
     def from_adata(cls, adata: AnnData, key: str = "den", cluster_key: str | None = "den_clusters") -> DENModel:
@@ -255,44 +361,74 @@ class DENModel:
     def save(self, dir_path: str | Path, *, overwrite: bool = False) -> None:
         """Write ``config.json`` and ``weights.npz`` into ``dir_path``."""
         path = Path(dir_path)
-        if path.exists() and any(path.iterdir()) and not overwrite:
-            msg = f"{str(path)!r} already exists and is not empty. Choose another folder or pass `overwrite=True`."
+        if path.exists() and (not path.is_dir() or any(path.iterdir())) and not overwrite:
+            msg = f"{str(path)!r} already exists and is not an empty folder. Choose another folder or pass `overwrite=True`."
             raise FileExistsError(msg)
         path.mkdir(parents=True, exist_ok=True)
-        weights = {f"encoder/{k}": v for k, v in _state_to_numpy(self.encoder).items()}
+        weights = {f"encoder/{k}": v for k, v in state_arrays(self.encoder).items()}
         if self.cluster_net is not None:
-            weights |= {f"cluster/{k}": v for k, v in _state_to_numpy(self.cluster_net).items()}
-        meta = {"config": self.config, "cluster_config": self.cluster_config}
+            weights |= {f"cluster/{k}": v for k, v in state_arrays(self.cluster_net).items()}
+        if self.label_head is not None:
+            weights |= {f"labels/{k}": v for k, v in state_arrays(self.label_head).items()}
+        meta = {"config": self.config, "cluster_config": self.cluster_config, "label_config": self.label_config}
         (path / CONFIG_FILE).write_text(json.dumps(meta, indent=1))
         np.savez(path / WEIGHTS_FILE, **weights)
 
     @classmethod
     def load(cls, dir_path: str | Path) -> DENModel:
-        """Read a model written by :meth:`save` (no pickle is read)."""
+        """Read a model written by :meth:`save` (no pickle is read).
+
+        Every error names the folder and the file, and says whether the folder is not a
+        den model, is damaged, or comes from a newer den.
+        """
         path = Path(dir_path)
-        if not (path / CONFIG_FILE).is_file() or not (path / WEIGHTS_FILE).is_file():
-            msg = f"{str(path)!r} does not hold a den model ({CONFIG_FILE} and {WEIGHTS_FILE})."
-            raise FileNotFoundError(msg)
-        meta = json.loads((path / CONFIG_FILE).read_text())
-        config = meta["config"]
-        if config.get("format_version", 0) > FORMAT_VERSION:
-            msg = f"This model was saved by a newer den (format {config['format_version']}); upgrade scden."
-            raise ValueError(msg)
-        with np.load(path / WEIGHTS_FILE, allow_pickle=False) as f:
-            weights = {k: f[k] for k in f.files}
-        self = cls(config, cls._encoder(config))
-        _load_state(self.encoder, {k[8:]: v for k, v in weights.items() if k.startswith("encoder/")})
+        meta, weights = _read_folder(path)
+        where = f"the model in {str(path)!r}"
+        self = cls.from_config(meta["config"], _prefixed(weights, "encoder/"), where)
+        if meta.get("label_config") is not None:
+            self.attach_labels(meta["label_config"], _prefixed(weights, "labels/"))
         if meta.get("cluster_config") is not None:
-            cw = {k[8:]: v for k, v in weights.items() if k.startswith("cluster/")}
-            self.attach_clusters(meta["cluster_config"], cw)
+            self.attach_clusters(meta["cluster_config"], _prefixed(weights, "cluster/"))
         return self
 
     def __repr__(self) -> str:
         c = self.config
         s = (
-            f"DENModel({c['n_genes']} genes -> {c['n_components']} components, "
-            f"hidden={c['hidden']}, n_pcs={c['n_pcs']}, {self.n_parameters:,} trainable parameters"
+            f"DENModel({c.get('encoder', 'mlp')}: {c['n_genes']} features -> {c['n_components']} components, "
+            f"hidden={c['hidden']}, n_pcs={c.get('n_pcs')}, {self.n_parameters:,} trainable parameters"
         )
         if self.cluster_config is not None:
             s += f", {self.cluster_config['n_clusters']} clusters"
+        if self.label_config is not None:
+            s += f", {len(self.label_config['categories'])} labels"
         return s + ")"
+
+
+def _prefixed(weights: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
+    return {k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)}
+
+
+def _read_folder(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
+    """The config and weights of a saved model folder, with errors that name what is wrong."""
+    config, weights = path / CONFIG_FILE, path / WEIGHTS_FILE
+    if not path.is_dir():
+        msg = f"{str(path)!r} is not a folder; pass the folder written by `DENModel.save` / `DEN.save`."
+        raise FileNotFoundError(msg)
+    if not config.is_file() or not weights.is_file():
+        msg = f"{str(path)!r} is not a den model folder: it needs {CONFIG_FILE} and {WEIGHTS_FILE}."
+        raise FileNotFoundError(msg)
+    try:
+        meta = json.loads(config.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        msg = f"{str(config)!r} is damaged (not valid JSON: {e}); save the model again."
+        raise ValueError(msg) from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict) or "n_genes" not in meta["config"]:
+        msg = f"{str(config)!r} is not a den model config (no 'config' with 'n_genes')."
+        raise ValueError(msg)
+    try:
+        with np.load(weights, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as e:
+        msg = f"{str(weights)!r} is damaged or not a den weights file ({type(e).__name__}: {e}); save the model again."
+        raise ValueError(msg) from None
+    return meta, arrays

@@ -1,13 +1,19 @@
-"""Near and far pairs (METHOD.md §1), as index arrays.
+"""Near and far pairs (METHOD.md §1), as index arrays, and the sampler that batches them.
 
 Near pairs come from a k-nearest-neighbour graph on a compact representation
-(never an n x n matrix); far pairs are redrawn every epoch with probability
-proportional to distance, from a candidate pool that costs O(n k) memory.
+(never an n x n matrix). Far partners are drawn among the rows of the same
+batch, so they cost no extra pass through the network: the batch's rows are
+the two ends of randomly chosen near pairs, i.e. a random sample of cells.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
 import numpy as np
+import torch
 from scipy import sparse
 
 #: above this many cells the kNN search is approximate (pynndescent), below it exact
@@ -17,15 +23,13 @@ EXACT_KNN_MAX_CELLS = 50_000
 def knn(rep: np.ndarray, n_neighbors: int, *, random_state: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Indices and distances of each row's ``n_neighbors`` nearest other rows.
 
-    Exact (scikit-learn, blocked) up to :data:`EXACT_KNN_MAX_CELLS` cells,
-    pynndescent above.
+    Exact (scikit-learn, blocked) up to :data:`EXACT_KNN_MAX_CELLS` cells, pynndescent above.
     """
     n = rep.shape[0]
     if n <= EXACT_KNN_MAX_CELLS:
         from sklearn.neighbors import NearestNeighbors
 
-        nn = NearestNeighbors(n_neighbors=n_neighbors + 1).fit(rep)
-        dist, idx = nn.kneighbors(rep)
+        dist, idx = NearestNeighbors(n_neighbors=n_neighbors + 1).fit(rep).kneighbors(rep)
     else:
         from pynndescent import NNDescent
 
@@ -38,22 +42,29 @@ def _drop_self(idx: np.ndarray, dist: np.ndarray, k: int) -> tuple[np.ndarray, n
     """Remove each row's own index (it is usually, not always, first among duplicates)."""
     n = idx.shape[0]
     is_self = idx == np.arange(n)[:, None]
-    # rows where self was not returned: drop the last (farthest) neighbour instead
-    no_self = ~is_self.any(1)
+    no_self = ~is_self.any(1)  # self not returned: drop the farthest neighbour instead
     is_self[no_self, -1] = True
     keep = ~is_self
-    # keep exactly one removal per row
-    extra = keep.sum(1) - k
+    extra = keep.sum(1) - k  # keep exactly one removal per row
     for r in np.flatnonzero(extra > 0):
         keep[r, np.flatnonzero(keep[r])[k:]] = False
     return idx[keep].reshape(n, k).astype(np.int64), dist[keep].reshape(n, k).astype(np.float32)
 
 
-def near_pairs(knn_idx: np.ndarray, *, min_neighbors: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """Mutual-neighbour pairs, plus each cell's ``min_neighbors`` closest partners.
+def _unique_pairs(i: np.ndarray, j: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    lo, hi = np.minimum(i, j).astype(np.int64), np.maximum(i, j).astype(np.int64)
+    keys = np.unique(lo[lo != hi] * n + hi[lo != hi])
+    return keys // n, keys % n
 
-    Returns unordered, deduplicated pairs ``(i, j)`` with ``i < j``.
-    """
+
+def knn_pairs(knn_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every kNN edge as an unordered pair ``(i, j)``, ``i < j``, deduplicated (the contrastive loss's near pairs)."""
+    n, k = knn_idx.shape
+    return _unique_pairs(np.repeat(np.arange(n), k), knn_idx.ravel(), n)
+
+
+def mutual_pairs(knn_idx: np.ndarray, *, min_neighbors: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Mutual-neighbour pairs plus each cell's ``min_neighbors`` closest partners (the paper's near pairs)."""
     n, k = knn_idx.shape
     rows = np.repeat(np.arange(n), k)
     adj = sparse.csr_matrix((np.ones(n * k, dtype=np.int8), (rows, knn_idx.ravel())), shape=(n, n))
@@ -61,31 +72,152 @@ def near_pairs(knn_idx: np.ndarray, *, min_neighbors: int = 1) -> tuple[np.ndarr
     m = max(0, min(min_neighbors, k))
     i = np.concatenate([mutual.row, np.repeat(np.arange(n), m)])
     j = np.concatenate([mutual.col, knn_idx[:, :m].ravel()])
-    lo, hi = np.minimum(i, j), np.maximum(i, j)
-    keys = np.unique(lo.astype(np.int64) * n + hi)
-    return keys // n, keys % n
+    return _unique_pairs(i, j, n)
 
 
-def far_pairs(
-    rep: np.ndarray, n_far: int, rng: np.random.Generator, *, n_candidates: int | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Draw ``n_far`` partners per cell with probability proportional to distance.
+def drop_label_conflicts(pairs: tuple[np.ndarray, np.ndarray], labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Remove near pairs whose two cells carry different known labels (``-1``: unknown)."""
+    i, j = pairs
+    li, lj = labels[i], labels[j]
+    keep = (li < 0) | (lj < 0) | (li == lj)
+    return i[keep], j[keep]
 
-    Each cell gets ``n_candidates`` (default ``3 * n_far``) uniform candidates;
-    ``n_far`` of them are drawn with probability proportional to their
-    Euclidean distance in ``rep``. Memory is O(n x n_candidates).
-    """
-    n = rep.shape[0]
-    c = n_candidates or 3 * n_far
+
+def label_pairs(labels: np.ndarray, per_cell: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """``per_cell`` random same-label partners for every labelled cell (``labels >= 0``)."""
     i_all, j_all = [], []
-    for start in range(0, n, 16384):
-        rows = np.arange(start, min(start + 16384, n))
-        cand = rng.integers(0, n - 1, size=(len(rows), c))
-        cand += cand >= rows[:, None]  # never the cell itself
-        d = np.linalg.norm(rep[cand] - rep[rows, None, :], axis=2).astype(np.float64) + 1e-12
-        cum = np.cumsum(d, axis=1)
-        u = rng.random((len(rows), n_far)) * cum[:, -1:]
-        pick = np.minimum((cum[:, None, :] < u[:, :, None]).sum(2), c - 1)
-        i_all.append(np.repeat(rows, n_far))
-        j_all.append(np.take_along_axis(cand, pick, axis=1).ravel())
+    for c in np.unique(labels[labels >= 0]):
+        members = np.flatnonzero(labels == c)
+        if len(members) < 2:
+            continue
+        i = np.repeat(members, per_cell)
+        j = members[rng.integers(0, len(members) - 1, len(i))]
+        j = np.where(j == i, members[-1], j)  # never the cell itself
+        i_all.append(i)
+        j_all.append(j)
+    if not i_all:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
     return np.concatenate(i_all), np.concatenate(j_all)
+
+
+@dataclass
+class PairBatch:
+    """One step's pairs. ``rows[:b]`` and ``rows[b:]`` are the two ends of ``b`` near pairs.
+
+    ``far`` holds positions in ``rows``: ``(m,)`` far partners shared by every row
+    (contrastive loss), or ``(b, m)`` partners per anchor ``rows[:b]`` (paper's loss).
+    """
+
+    rows: torch.Tensor
+    far: torch.Tensor
+
+
+class PairSampler:
+    """Batches of near pairs with far partners drawn among each batch's rows.
+
+    Parameters
+    ----------
+    near
+        Near pairs ``(i, j)``.
+    batch_size
+        Near pairs per batch (rows per batch: twice that).
+    n_far
+        Far partners per batch (shared, ``far_rule="shared"``) or per anchor (``"distance"``).
+    far_rule
+        ``"shared"``: uniform rows of the batch, used by every row; ``"distance"``: per anchor,
+        drawn among 3 x ``n_far`` uniform candidates with probability proportional to their
+        distance in ``rep`` (METHOD §1, the paper's rule).
+    generator
+        Seeded torch generator; every draw comes from it.
+    rep
+        Representation for ``far_rule="distance"`` (a tensor on the training device).
+    extra
+        Callable returning extra near pairs drawn afresh every epoch (label pairs), or ``None``.
+    """
+
+    def __init__(
+        self,
+        near,
+        *,
+        batch_size: int,
+        n_far: int,
+        far_rule: str,
+        generator: torch.Generator,
+        rep=None,
+        extra=None,
+        weights: np.ndarray | None = None,
+    ):
+        self.near_i = torch.as_tensor(np.asarray(near[0], dtype=np.int64))
+        self.near_j = torch.as_tensor(np.asarray(near[1], dtype=np.int64))
+        self.weights = None if weights is None else torch.as_tensor(weights / weights.max(), dtype=torch.float32)
+        self.batch_size, self.n_far, self.far_rule = batch_size, n_far, far_rule
+        self.generator, self.rep, self.extra = generator, rep, extra
+        self.n_extra = 0 if extra is None else len(extra()[0])
+
+    @property
+    def n_pairs(self) -> int:
+        """Near pairs per epoch (expected, with weights)."""
+        n_near = len(self.near_i) if self.weights is None else int(round(float(self.weights.sum())))
+        return n_near + self.n_extra
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(self.n_pairs / self.batch_size)
+
+    def _epoch_pairs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        ni, nj = self.near_i, self.near_j
+        if self.weights is not None:  # each pair takes part with probability proportional to its weight
+            keep = torch.rand(len(ni), generator=self.generator) < self.weights
+            ni, nj = ni[keep], nj[keep]
+        if self.extra is None:
+            return ni, nj
+        ei, ej = self.extra()
+        return torch.cat([ni, torch.as_tensor(ei)]), torch.cat([nj, torch.as_tensor(ej)])
+
+    def epoch(self) -> Iterator[PairBatch]:
+        """One pass over all near pairs in random order."""
+        pi, pj = self._epoch_pairs()
+        perm = torch.randperm(len(pi), generator=self.generator)
+        pi, pj = pi[perm], pj[perm]
+        for start in range(0, len(pi), self.batch_size):
+            rows = torch.cat([pi[start : start + self.batch_size], pj[start : start + self.batch_size]])
+            yield PairBatch(rows, self._far(rows))
+
+    def _far(self, rows: torch.Tensor) -> torch.Tensor:
+        n_rows = len(rows)
+        if self.far_rule == "shared":
+            return torch.randint(0, n_rows, (self.n_far,), generator=self.generator)
+        b = n_rows // 2
+        cand = torch.randint(0, n_rows, (b, 3 * self.n_far), generator=self.generator)
+        rep = self.rep[rows.to(self.rep.device)].cpu()
+        dist = torch.linalg.vector_norm(rep[cand] - rep[:b, None, :], dim=2) + 1e-12
+        pick = torch.multinomial(dist, self.n_far, replacement=True, generator=self.generator)
+        return torch.gather(cand, 1, pick)
+
+
+def fuzzy_weights(knn_idx: np.ndarray, knn_dist: np.ndarray, pairs: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """Membership strength of each pair in the fuzzy kNN graph (UMAP's smooth kNN, fuzzy union).
+
+    ``exp(-(d - rho_i) / sigma_i)`` with ``rho_i`` the distance to ``i``'s nearest neighbour and
+    ``sigma_i`` such that the strengths of ``i``'s ``k`` neighbours sum to ``log2(k)``; a pair's
+    weight is ``a + b - a b`` of its two directions (0 for a direction that is not a kNN edge).
+    """
+    n, k = knn_idx.shape
+    rho = knn_dist[:, 0:1]
+    target = np.log2(k)
+    lo, hi = np.zeros((n, 1)), np.full((n, 1), np.inf)
+    sigma = np.ones((n, 1))
+    gap = np.maximum(knn_dist - rho, 0)
+    for _ in range(64):  # bisection on every row at once
+        total = np.exp(-gap / sigma).sum(1, keepdims=True)
+        big = total > target
+        hi = np.where(big, sigma, hi)
+        lo = np.where(big, lo, sigma)
+        sigma = np.where(np.isinf(hi), sigma * 2, (lo + hi) / 2)
+    strength = np.exp(-gap / sigma)
+    rows = np.repeat(np.arange(n), k)
+    W = sparse.csr_matrix((strength.ravel(), (rows, knn_idx.ravel())), shape=(n, n))
+    i, j = pairs
+    a = np.asarray(W[i, j]).ravel()
+    b = np.asarray(W[j, i]).ravel()
+    return a + b - a * b

@@ -78,26 +78,49 @@ class Spectrum:
     min_cluster_size: int = 1  #: clusters smaller than this are dissolved by :func:`spectral_labels`
 
 
-def near_belief(emb: np.ndarray, graph: np.ndarray, *, gamma: float = 1.0) -> np.ndarray:
-    """``1 - F_cdf(d^2 / gamma^2; 1, n_components)`` for each edge ``(i, graph[i, j])``, shape of ``graph``.
-
-    The network's belief that the pair is a near pair: DEN's loss is this F
-    distribution of squared map distances.
-    """
+def edge_lengths(emb: np.ndarray, graph: np.ndarray) -> np.ndarray:
+    """Map distance of every data-kNN edge ``(i, graph[i, j])``, shape of ``graph``."""
     n, m = graph.shape
     diff = emb[np.repeat(np.arange(n), m)] - emb[graph.ravel()]
-    d2 = np.einsum("ij,ij->i", diff, diff) / gamma**2
-    return stats.f.sf(d2, 1, emb.shape[1]).reshape(n, m)
+    return np.sqrt(np.einsum("ij,ij->i", diff, diff)).reshape(n, m)
 
 
-def affinity(emb: np.ndarray, graph: np.ndarray, *, gamma: float = 1.0) -> tuple[sparse.csr_matrix, np.ndarray]:
+def map_scale(emb: np.ndarray, graph: np.ndarray, kernel: tuple[int, float] | None) -> float:
+    """The unit of map distance the belief is read in: 1 for the paper's loss, else the median edge length.
+
+    The paper's loss fixes the map's scale through its F(1, n_components) terms; the
+    contrastive loss fixes only relative distances (its normaliser adapts to the batch),
+    and the median map length of data-kNN edges varied 2-fold across the benchmark panel.
+    """
+    if kernel is None or kernel[0] == 1:
+        return 1.0
+    return float(np.median(edge_lengths(emb, graph))) or 1.0
+
+
+def near_belief(
+    emb: np.ndarray, graph: np.ndarray, *, gamma: float = 1.0, kernel: tuple[int, float] | None = None
+) -> np.ndarray:
+    """``1 - F_cdf((d / (gamma s))^2; d1, d2)`` for each edge ``(i, graph[i, j])``, shape of ``graph``.
+
+    The network's belief that the pair is a near pair: DEN's loss reads squared map
+    distances through this F distribution; ``kernel`` is its ``(d1, d2)``, by default
+    the paper's ``(1, n_components)``; ``s`` is :func:`map_scale`.
+    """
+    d1, d2_dof = kernel if kernel is not None else (1, emb.shape[1])
+    unit = gamma * map_scale(emb, graph, kernel)
+    return stats.f.sf((edge_lengths(emb, graph) / unit) ** 2, d1, d2_dof)
+
+
+def affinity(
+    emb: np.ndarray, graph: np.ndarray, *, gamma: float = 1.0, kernel: tuple[int, float] | None = None
+) -> tuple[sparse.csr_matrix, np.ndarray]:
     """Symmetric affinity on the data kNN ``graph`` (n x m indices) weighted by the map's near-belief.
 
     Edges with belief <= 0.5 are dropped. Returns the affinity and each cell's
     mean belief over its ``m`` neighbours.
     """
     n, m = graph.shape
-    belief = near_belief(emb, graph, gamma=gamma)
+    belief = near_belief(emb, graph, gamma=gamma, kernel=kernel)
     w = np.where(belief > 0.5, belief, 0.0)
     W = sparse.csr_matrix((w.ravel(), (np.repeat(np.arange(n), m), graph.ravel())), shape=(n, n))
     W = W.maximum(W.T).tocsr()
@@ -175,6 +198,11 @@ def bridge_threshold(eigenvalues: np.ndarray, *, floor: float = EIG_FLOOR, bridg
     return float(np.median(nonzero) / bridge_ratio) if len(nonzero) else 0.0
 
 
+def default_min_cluster_size(n_cells: int, n_neighbors: int) -> int:
+    """Smallest cluster kept: ``n_neighbors``, lowered to ``max(3, n_cells // 20)`` for small data, at least ``n_cells // 1000``."""
+    return max(min(n_neighbors, max(3, n_cells // 20)), n_cells // 1000)
+
+
 def discover_clusters(
     emb: np.ndarray,
     graph: np.ndarray,
@@ -183,6 +211,7 @@ def discover_clusters(
     max_clusters: int = 40,
     n_clusters: int | None = None,
     min_cluster_size: int | None = None,
+    kernel: tuple[int, float] | None = None,
     random_state: int = 0,
 ) -> Spectrum:
     """Spectrum of the well-placed cells' affinity, and the k chosen (steps 1-4 of the module docs).
@@ -195,15 +224,15 @@ def discover_clusters(
     ``n_clusters`` forces k.
     ``gamma`` scales map distances before the F-distribution: larger values
     keep more edges and join islands, smaller ones split.
-    ``min_cluster_size`` (default ``max(m, n // 1000)``) is the smallest
+    ``min_cluster_size`` (default :func:`default_min_cluster_size`) is the smallest
     cluster kept by :func:`spectral_labels`; smaller connected pieces of the
     affinity do not enter the spectrum.
     """
     emb = np.asarray(emb, dtype=np.float64)
     n, m = graph.shape
     if min_cluster_size is None:
-        min_cluster_size = max(m, n // 1000)
-    W, belief = affinity(emb, graph, gamma=gamma)
+        min_cluster_size = default_min_cluster_size(n, m)
+    W, belief = affinity(emb, graph, gamma=gamma, kernel=kernel)
     core = belief >= 0.5
     if core.sum() < max(3 * m, n // 4):  # degenerate maps: keep everyone
         core[:] = True

@@ -1,4 +1,4 @@
-"""Small helpers shared by the tools: devices, seeds, AnnData views, progress."""
+"""Small helpers shared by the tools: devices, seeds, AnnData views, progress, batched inference."""
 
 from __future__ import annotations
 
@@ -22,9 +22,12 @@ def get_device(device: str | torch.device = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         dev = torch.device(device)
-    except RuntimeError as e:
-        msg = f"Unknown device {device!r}; use 'auto', 'cpu', 'cuda', 'cuda:1' or 'mps'."
+    except (RuntimeError, TypeError) as e:
+        msg = f"Unknown device {device!r}; use 'auto', 'cpu', 'cuda' or 'cuda:N'."
         raise ValueError(msg) from e
+    if dev.type not in ("cpu", "cuda"):
+        msg = f"Unknown device {device!r}; use 'auto', 'cpu', 'cuda' or 'cuda:N' (den runs on CPUs and CUDA GPUs)."
+        raise ValueError(msg)
     if dev.type == "cuda" and not torch.cuda.is_available():
         msg = f"device={device!r} was requested but CUDA is not available; use device='cpu' or 'auto'."
         raise ValueError(msg)
@@ -38,32 +41,6 @@ def torch_seed(seed: int) -> Iterator[None]:
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         yield
-
-
-#: torch threads used by the training loops on CPU (see :func:`training_threads`)
-TRAINING_THREADS = 1
-
-
-@contextlib.contextmanager
-def training_threads(device: torch.device) -> Iterator[None]:
-    """Run a CPU training loop on :data:`TRAINING_THREADS` torch threads, then restore the setting.
-
-    den's networks are small (tens of thousands of weights), so each step is
-    many tiny operations. With several threads, every operation waits for all
-    of them; when other work holds a core, those waits dominate. Measured on
-    2 cores (digits, 30 epochs): alone, 2 threads 5.5 s vs 1 thread 6.3 s; two
-    such trainings at once, 303 s each with 2 threads vs 5.3 s each with 1.
-    A single thread also makes results independent of the machine's core count.
-    """
-    if device.type != "cpu":
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(TRAINING_THREADS)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def check_random_state(random_state: int | None) -> int:
@@ -87,3 +64,25 @@ def progress(iterable, *, total: int | None = None, desc: str, enabled: bool):
     from tqdm.auto import tqdm
 
     return tqdm(iterable, total=total, desc=desc, disable=not enabled, leave=False)
+
+
+@torch.inference_mode()
+def predict(net: torch.nn.Module, blocks, *, device: torch.device, batch_size: int = 8192) -> np.ndarray:
+    """Apply ``net`` in eval mode to a tensor or an iterable of numpy row blocks, ``batch_size`` rows at a time."""
+    net.eval()
+    blocks = [blocks] if torch.is_tensor(blocks) else blocks
+    out = []
+    for block in blocks:
+        for part in torch.as_tensor(block).split(batch_size):
+            out.append(net(part.to(device)).float().cpu().numpy())
+    if not out:
+        msg = "predict() got no rows."
+        raise ValueError(msg)
+    return np.concatenate(out).astype(np.float32)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax in float32."""
+    z = logits - logits.max(1, keepdims=True)
+    e = np.exp(z)
+    return (e / e.sum(1, keepdims=True)).astype(np.float32)

@@ -42,9 +42,19 @@ def test_draws_into_given_axes(full):
 
 
 def test_cell_features(full):
-    fig = den.pl.cell_features(full, full.obs_names[0], n_background=30, show=False, return_fig=True)
+    cell = full.obs_names[0]
+    den.tl.cell_features(full, [cell], n_background=30)
+    entry = full.uns["den_cell_features"]
+    np.testing.assert_allclose(entry["values"].sum(1) + entry["base_values"], entry["outputs"], atol=1e-4)
+    fig = den.pl.cell_features(full, cell, show=False, return_fig=True)
     assert isinstance(fig, Figure)
+    # the waterfall shows the cell's largest SHAP value first
+    labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    top = entry["genes"][np.argmax(np.abs(entry["values"][0]))]
+    assert any(top in label for label in labels)
     plt.close("all")
+    with pytest.raises(KeyError, match="den.tl.cell_features"):
+        den.pl.cell_features(full, full.obs_names[1], show=False)
 
 
 def test_embedding_colours(full):
@@ -54,7 +64,10 @@ def test_embedding_colours(full):
 
 
 def test_marker_dotplot(full):
-    den.pl.marker_features(full, kind="dotplot", n_genes=2, dendrogram=False, show=False)
+    dot = den.pl.marker_features(full, kind="dotplot", n_genes=2, dendrogram=False, show=False, return_fig=True)
+    entry = full.uns["den_marker_features"]
+    expected = {g for grp in entry["names"].dtype.names for g in entry["names"][grp][:2]}
+    assert set(dot.var_names) == expected  # the genes den ranked, not scanpy's own
     plt.close("all")
 
 
@@ -74,17 +87,6 @@ def test_docstrings_filled():
         doc = getattr(den.pl, name).__doc__
         assert "{ax_show_return_fig}" not in doc
         assert "return_fig" in doc
-
-
-@pytest.mark.parametrize(("log_pull", "n_lines"), [(0.35, 1), (0.0, 0)])
-def test_history_marks_the_end_of_the_log_pull(small, log_pull, n_lines):
-    den.tl.embed(small, n_epochs=10, log_pull=log_pull, progress_bar=False)
-    ax = den.pl.history(small, show=False)
-    marks = [line for line in ax.get_lines() if line.get_linestyle() == ":"]
-    assert len(marks) == n_lines
-    if n_lines:
-        assert marks[0].get_xdata()[0] == 4.5  # epochs 1-4 used the log pull (ceil(0.35 * 10))
-    plt.close("all")
 
 
 def test_spectrum_marks_k_and_the_bridge_cut_off(full):

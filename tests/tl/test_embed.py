@@ -9,6 +9,7 @@ import pytest
 from scipy import sparse
 
 import den
+from den._config import EmbedConfig
 
 FAST = {"n_epochs": 3, "progress_bar": False}
 
@@ -31,18 +32,33 @@ def test_writes_obsm_and_uns(small, key_added, key_obsm, key_uns):
 
 
 def test_params_recorded(small):
-    den.tl.embed(small, n_neighbors=7, random_state=3, ignore=0.95, min_dist=0.2, **FAST)
+    den.tl.embed(small, n_neighbors=7, random_state=3, min_dist=0.2, **FAST)
     p = small.uns["den"]["params"]
-    assert p["n_neighbors"] == 7 and p["random_state"] == 3 and p["ignore"] == 0.95 and p["min_dist"] == 0.2
-    assert p["n_epochs"] == 3 and p["layer"] == "None" and p["use_rep"] == "None"
-    assert p["device"] == "cpu" and p["n_near_pairs"] > 0
-    assert p["log_pull"] == 0.5 and p["input_noise"] == 0.1 and p["min_neighbors"] == 4
+    expected = EmbedConfig(n_neighbors=7, random_state=3, min_dist=0.2, n_epochs=3).to_dict()
+    del expected["encoder"]  # an AnnData's features are vectors: always the MLP
+    assert p == expected | {"layer": None, "use_rep": None, "labels_key": None}
+    assert p["layer"] is None and p["dof"] is None  # real None, not the string "None"
+    fit = small.uns["den"]["fit"]
+    assert fit["n_epochs"] == 3 and fit["n_neighbors"] == 7 and fit["random_state"] == 3 and fit["n_near_pairs"] > 0
 
 
-def test_loss_decreases(small):
-    den.tl.embed(small, n_epochs=8, progress_bar=False)
+def test_params_survive_h5ad(small, tmp_path):
+    den.tl.embed(small, **FAST)
+    small.write_h5ad(tmp_path / "a.h5ad")
+    back = ad.read_h5ad(tmp_path / "a.h5ad")
+    p = back.uns["den"]["params"]
+    assert p["layer"] is None and p["use_rep"] is None and list(p["hidden"]) == [128, 128]
+
+
+@pytest.mark.parametrize("lr", [2e-2, 1e-9])
+def test_loss_decreases_only_when_learning(small, lr):
+    """The loss falls by a clear margin when the network learns, and does not without learning."""
+    den.tl.embed(small, n_epochs=15, learning_rate=lr, input_noise=0, progress_bar=False)
     loss = small.uns["den"]["history"]["loss"]
-    assert loss[-1] < loss[0]
+    if lr > 1e-6:
+        assert loss[-1] < 0.85 * loss[0]
+    else:
+        assert loss[-1] > 0.97 * loss[0]
 
 
 def test_separates_groups(small):
@@ -110,6 +126,18 @@ def test_width_does_not_grow_with_genes():
     assert small_model.n_parameters == big_model.n_parameters < 30_000
 
 
+def test_defaults_agree_with_the_configuration():
+    """`den.tl.embed`, `den.DEN` and `EmbedConfig` share one set of defaults."""
+    import inspect
+
+    defaults = EmbedConfig.defaults()
+    for fn in (den.tl.embed, den.DEN.__init__):
+        sig = inspect.signature(fn).parameters
+        for name, value in defaults.items():
+            if name in sig:
+                assert sig[name].default == value or tuple(sig[name].default or ()) == value, (fn, name)
+
+
 def test_view_without_warnings(small):
     view = small[:200]
     with warnings.catch_warnings():
@@ -144,15 +172,15 @@ def _strings(a):
         pytest.param(_inf, {}, ValueError, "NaN or infinite", id="inf"),
         pytest.param(lambda a: a[:0].copy(), {}, ValueError, "empty", id="empty"),
         pytest.param(lambda a: a[:, :0].copy(), {}, ValueError, "empty", id="no genes"),
-        pytest.param(lambda a: a[:8].copy(), {}, ValueError, "n_neighbors", id="too few cells"),
+        pytest.param(lambda a: a[:2].copy(), {}, ValueError, "at least 3 cells", id="too few cells"),
         pytest.param(lambda a: a, {"layer": "nope"}, KeyError, "Layer 'nope' not found", id="missing layer"),
         pytest.param(lambda a: a, {"use_rep": "X_nope"}, KeyError, "use_rep='X_nope'", id="missing use_rep"),
         pytest.param(_strings, {}, ValueError, "non-numeric", id="non-numeric"),
         pytest.param(lambda a: a, {"ignore": 0.0}, ValueError, "ignore", id="bad ignore"),
+        pytest.param(lambda a: a, {"ignore": 0.9}, ValueError, "paper", id="ignore needs the paper's loss"),
         pytest.param(lambda a: a, {"min_dist": -1.0}, ValueError, "min_dist", id="bad min_dist"),
-        pytest.param(lambda a: a, {"log_pull": 1.5}, ValueError, "log_pull", id="bad log_pull"),
         pytest.param(lambda a: a, {"input_noise": np.nan}, ValueError, "input_noise", id="bad input_noise"),
-        pytest.param(lambda a: a, {"min_neighbors": -1}, ValueError, "min_neighbors", id="bad min_neighbors"),
+        pytest.param(lambda a: a, {"loss": "square"}, ValueError, "loss", id="bad loss"),
         pytest.param(lambda a: a, {"device": "cuda:7"}, ValueError, "device", id="no cuda"),
     ],
 )
@@ -180,24 +208,91 @@ def test_min_dist_keeps_populations_from_collapsing(small):
     """With the paper's loss a population packs onto a point; `min_dist` leaves it room."""
     spread = {}
     for md in (0.0, 0.2):
-        a = den.tl.embed(small, min_dist=md, n_epochs=30, progress_bar=False, copy=True)
+        a = den.tl.embed(
+            small,
+            loss="paper",
+            min_dist=md,
+            n_epochs=30,
+            learning_rate=2e-3,
+            input_noise=0,
+            progress_bar=False,
+            copy=True,
+        )
         emb = a.obsm["X_den"]
         d = np.linalg.norm(emb[:, None] - emb[None], axis=-1)  # 300 cells: a small dense matrix is fine
         spread[md] = np.median(np.sort(d, axis=1)[:, 5])  # distance to the 5th map neighbour
-    assert spread[0.2] > 3 * spread[0.0]
+    assert spread[0.2] > 1.3 * spread[0.0]
 
 
-def test_input_noise_makes_the_map_steadier(small):
-    """A network trained on noisy inputs moves cells less when their expression is perturbed."""
-    X = small.X.toarray()
-    noisy = small.copy()
-    noisy.X = X + np.random.default_rng(0).normal(0, 0.3, X.shape).astype(np.float32)
-    moved = {}
-    for level in (0.0, 0.25):
-        ref = den.tl.embed(small, input_noise=level, n_epochs=30, progress_bar=False, copy=True)
-        query = noisy.copy()
-        den.tl.transform(query, ref)
-        emb = ref.obsm["X_den"]
-        scale = np.median(np.linalg.norm(emb[:, None] - emb[None], axis=-1))  # 300 cells: small matrix
-        moved[level] = np.median(np.linalg.norm(query.obsm["X_den"] - emb, axis=1)) / scale
-    assert moved[0.25] < 0.95 * moved[0.0]
+def test_input_noise_is_relative_to_the_neighbour_spacing():
+    """Noise is ``input_noise`` x (median near-pair distance / sqrt(dims)) per dimension; 0 leaves inputs exact.
+
+    (Its benefit, a better held-out ratio, is measured by benchmarks/suite.py.)
+    """
+    import torch
+
+    from den._embedding import noise_scale
+    from den._pairs import PairSampler
+    from den.train import EmbeddingPlan, TensorSource
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 16)).astype(np.float32)
+    near = (np.arange(100), np.arange(100, 200))
+    gen = torch.Generator().manual_seed(0)
+    source = TensorSource(x, torch.device("cpu"))
+    expected = np.median(np.linalg.norm(x[:100] - x[100:], axis=1)) / 4
+    assert np.isclose(noise_scale(source, near, gen), expected, rtol=0.02)  # torch takes the lower median
+    sampler = PairSampler(near, batch_size=100, n_far=4, far_rule="shared", generator=gen)
+    rows = torch.arange(200)
+    for sigma in (0.0, 0.3):
+        plan = EmbeddingPlan(
+            torch.nn.Identity(),
+            source,
+            sampler,
+            loss="contrastive",
+            dof=3.0,
+            min_dist=0,
+            ignore=1,
+            noise=sigma,
+            generator=gen,
+        )
+        delta = plan._inputs(rows).numpy() - x
+        assert np.isclose(delta.std(), sigma, rtol=0.05, atol=1e-7)
+
+
+def test_contrastive_map_keeps_structure_inside_populations(small):
+    """The contrastive loss spreads each population (the paper's collapses it onto a point)."""
+
+    def spread(a):
+        emb, g = a.obsm["X_den"], a.obs["group"].to_numpy()
+        within = np.median([np.linalg.norm(emb[g == c] - emb[g == c].mean(0), axis=1).mean() for c in np.unique(g)])
+        centres = np.stack([emb[g == c].mean(0) for c in np.unique(g)])
+        return within / np.median(np.linalg.norm(centres[:, None] - centres[None], axis=2)[np.triu_indices(3, 1)])
+
+    ours = den.tl.embed(small, n_epochs=30, progress_bar=False, copy=True)
+    paper = den.tl.embed(
+        small, loss="paper", n_epochs=30, learning_rate=2e-3, input_noise=0, progress_bar=False, copy=True
+    )
+    assert spread(ours) > 3 * spread(paper)
+
+
+def test_paper_loss_switch(small):
+    den.tl.embed(small, loss="paper", **FAST)
+    model = den.DENModel.from_adata(small)
+    assert model.config["loss"] == "paper" and model.kernel == (1, 2.0)
+
+
+def test_semi_supervised_labels(small):
+    small.obs["known"] = small.obs["group"].astype(object)
+    small.obs.loc[small.obs_names[::2], "known"] = np.nan  # half unlabelled
+    den.tl.embed(small, labels_key="known", **FAST)
+    model = den.DENModel.from_adata(small)
+    assert model.has_labels and model.label_config["categories"] == list(small.obs["group"].cat.categories)
+    proba = model.predict_label_proba(small.X)
+    assert proba.shape == (small.n_obs, 3)
+    assert small.uns["den"]["params"]["labels_key"] == "known"
+
+
+def test_labels_key_missing(small):
+    with pytest.raises(KeyError, match="labels_key"):
+        den.tl.embed(small, labels_key="nope", **FAST)

@@ -4,6 +4,7 @@ import anndata as ad
 import numpy as np
 import pytest
 import scanpy as sc
+import torch
 
 import den
 from den._explain import explain
@@ -41,8 +42,11 @@ def test_direction_any_sorts_by_score(trained):
 
 
 def test_scanpy_plots_read_it(explained):
-    sc.pl.rank_genes_groups_dotplot(explained, key="den_marker_features", n_genes=3, show=False)
-    sc.pl.rank_genes_groups_matrixplot(explained, key="den_marker_features", n_genes=3, show=False)
+    entry = explained.uns["den_marker_features"]
+    top = {g for grp in entry["names"].dtype.names for g in entry["names"][grp][:3]}
+    for plot in (sc.pl.rank_genes_groups_dotplot, sc.pl.rank_genes_groups_matrixplot):
+        fig = plot(explained, key="den_marker_features", n_genes=3, show=False, return_fig=True)
+        assert set(fig.var_names) == top  # scanpy plots the genes den ranked
 
 
 def test_finds_planted_markers(explained):
@@ -148,6 +152,16 @@ def test_differentiating_two_cells(trained):
     c2 = trained.obs_names[(trained.obs["den_clusters"] == "2").to_numpy()][0]
     df = den.tl.differentiating_features(trained, c1, c2, groupby=None)
     assert len(df) == trained.n_vars
+    # the SHAP values add up to the difference of the two cells' logit gaps
+    model = den.DENModel.from_adata(trained)
+    X = trained[[c1, c2]].X.toarray()
+    with torch.no_grad():
+        z = model.cluster_net(torch.from_numpy(X.astype(np.float32))).numpy()
+    np.testing.assert_allclose(df["score"].sum(), (z[0, 0] - z[0, 2]) - (z[1, 0] - z[1, 2]), atol=1e-3)
+    # the gene that differs most between the two cells, weighted by the network, ranks near the top
+    top = df["names"].iloc[:10].tolist()
+    truth0 = trained.obs.loc[trained.obs["den_clusters"] == "0", "group"].value_counts().index[0]
+    assert set(top) & set(trained.var_names[trained.var["marker_of"] == truth0])
     with pytest.raises(KeyError, match="obs_names"):
         den.tl.differentiating_features(trained, "nope", c2, groupby=None)
 

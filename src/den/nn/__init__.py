@@ -1,10 +1,25 @@
 """PyTorch modules of den. They know nothing about AnnData.
 
-Every network is an :class:`torch.nn.Sequential` of :class:`~torch.nn.Linear`
-and :class:`~torch.nn.ReLU` modules, each used once and never in place, which
-is what shap's PyTorch DeepExplainer handles exactly.
+Encoders live in a registry (:data:`ENCODERS`) keyed by the ``encoder`` entry of a
+model's config; every network is built from ``nn`` modules that shap's PyTorch
+DeepExplainer handles, each used once and never in place.
 """
 
-from ._modules import ClusterHead, Encoder, input_projection, select_output, set_pca
+from ._encoders import ENCODERS, ConvEncoder, MLPEncoder, build_encoder, input_projection, mlp, set_pca
+from ._heads import ClusterHead, select_output
 
-__all__ = ["ClusterHead", "Encoder", "input_projection", "select_output", "set_pca"]
+#: den 0.1's name of the vector encoder
+Encoder = MLPEncoder
+
+__all__ = [
+    "ENCODERS",
+    "ClusterHead",
+    "ConvEncoder",
+    "Encoder",
+    "MLPEncoder",
+    "build_encoder",
+    "input_projection",
+    "mlp",
+    "select_output",
+    "set_pca",
+]

@@ -1,6 +1,7 @@
 """Plots: the map, its training, the cluster spectrum and SHAP explanations."""
 
 from ._embedding import embedding, history
+from ._images import image_attributions
 from ._markers import cell_features, differentiating_features, marker_features, shap_summary
 from ._spectrum import spectrum
 
@@ -9,6 +10,7 @@ __all__ = [
     "differentiating_features",
     "embedding",
     "history",
+    "image_attributions",
     "marker_features",
     "shap_summary",
     "spectrum",

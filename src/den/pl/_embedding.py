@@ -6,7 +6,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from den._train import log_pull_epochs
 from den.pl._utils import doc_plot_params, finish, new_axes, uns_entry
 
 if TYPE_CHECKING:
@@ -49,9 +48,6 @@ def history(
 ):
     """Training loss per epoch of :func:`den.tl.embed`.
 
-    A dotted line marks the epoch where the near-pair term switches from the log
-    pull to the paper's term (``log_pull``); the loss changes scale there.
-
     Parameters
     ----------
     adata
@@ -64,11 +60,7 @@ def history(
     loss = np.asarray(entry["history"]["loss"])
     fig, ax = new_axes(ax, (4, 3))
     ax.plot(np.arange(1, len(loss) + 1), loss, marker="o", ms=3)
-    n_log = log_pull_epochs(float(entry["params"].get("log_pull", 0)), len(loss))
-    if 0 < n_log < len(loss):
-        ax.axvline(n_log + 0.5, color="grey", ls=":", label="log pull ends")
-        ax.legend(frameon=False)
     ax.set_xlabel("epoch")
-    ax.set_ylabel("mean F-distribution loss")
+    ax.set_ylabel(f"mean {entry['params'].get('loss', 'paper')} loss")
     ax.set_title("DEN training")
     return finish(fig, ax, show=show, return_fig=return_fig)

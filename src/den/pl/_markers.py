@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from den.pl._utils import doc_plot_params, finish, new_axes, uns_entry
+from den.tl._marker_features import shap_table
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -63,8 +64,7 @@ def marker_features(
             adata, key=key, n_genes=n_genes, groups=groups, ax=ax, show=show, return_fig=return_fig, **kwargs
         )
     genes = list(dict.fromkeys(g for grp in groups for g in list(entry["names"][grp][:n_genes])))
-    mean_shap: pd.DataFrame = entry["mean_shap"]
-    mat = mean_shap.loc[genes, groups].to_numpy().T
+    mat = shap_table(entry, "mean_shap").loc[genes, groups].to_numpy().T
     fig, ax = new_axes(ax, (max(4, 0.32 * len(genes) + 2), max(2.5, 0.35 * len(groups) + 1.2)))
     lim = float(np.abs(mat).max()) or 1.0
     im = ax.imshow(mat, aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim)
@@ -122,7 +122,7 @@ def shap_summary(
     cells = adata.obs_names.get_indexer(np.asarray(entry["shap_cells"])[sel])
     model = DENModel.from_adata(adata, key=entry["params"]["embedding_key"], cluster_key=None)
     data = model.inputs(get_matrix(adata, model.config.get("layer")), adata.var_names, cells)
-    base = float(entry["base_values"].loc[group, "base_value"])
+    base = float(np.asarray(entry["base_values"])[list(np.asarray(entry["groups"]).astype(str)).index(group)])
     fig, ax = new_axes(ax, (5, 0.35 * n_genes + 1.5))
     shap.plots.beeswarm(
         _explanation(values, np.full(len(values), base), data, model.var_names),
@@ -139,58 +139,48 @@ def cell_features(
     adata: AnnData,
     cell: str,
     *,
-    key: str = "den",
-    cluster_key: str = "den_clusters",
+    key: str = "den_cell_features",
     n_genes: int = 10,
-    n_background: int = 200,
-    random_state: int = 0,
     show: bool | None = None,
     return_fig: bool = False,
 ):
-    """Waterfall of the genes behind one cell's den cluster logit.
-
-    The cell is explained on the spot against a seeded, cluster-stratified background.
+    """Waterfall of the genes behind one cell's den-cluster logit, from :func:`den.tl.cell_features`.
 
     Parameters
     ----------
     adata
-        AnnData on which :func:`den.tl.cluster` ran.
+        AnnData on which :func:`den.tl.cell_features` ran for ``cell``.
     cell
         Cell name (``obs_names``).
-    key, cluster_key
-        ``uns`` keys of the embedding and the clustering.
+    key
+        ``uns`` key of the result.
     n_genes
         Genes shown.
-    n_background
-        Background cells.
-    random_state
-        Seed of the background draw.
     show, return_fig
         Show the plot (default: scanpy's ``autoshow``); return the
         :class:`~matplotlib.figure.Figure` instead of the axes.
     """
     import shap
 
-    from den._explain import explain
-    from den.tl._groups import group_network, rows, stratified_background
+    from den._data import get_matrix
+    from den._model import DENModel
 
-    if cell not in adata.obs_names:
-        msg = f"Cell {cell!r} is not in adata.obs_names."
+    entry = uns_entry(adata, key, "cell_features")
+    cells = list(np.asarray(entry["cells"]))
+    if cell not in cells:
+        msg = f"Cell {cell!r} was not explained in adata.uns[{key!r}]. Run `den.tl.cell_features(adata, [{cell!r}])` first."
         raise KeyError(msg)
-    gn = group_network(adata, cluster_key, key=key, random_state=random_state)
-    i = adata.obs_names.get_loc(cell)
-    group = str(adata.obs[cluster_key].iloc[i])
-    readout = np.eye(len(gn.categories), dtype=np.float32)[gn.categories.index(group)]
-    bg = stratified_background(gn.labels, n_background, np.random.default_rng(random_state))
-    x = rows(gn, adata, np.array([i]))
-    att = explain(gn.net, readout, x, rows(gn, adata, bg), random_state=random_state)
+    i = cells.index(cell)
+    model = DENModel.from_adata(adata, key=entry["params"]["key"], cluster_key=None)
+    x = model.inputs(get_matrix(adata, model.config.get("layer")), adata.var_names, adata.obs_names.get_indexer([cell]))
     plt.figure(figsize=(6, 0.4 * n_genes + 1.5))
-    shap.plots.waterfall(
-        _explanation(att.values[0], att.base_value, x[0], gn.model.var_names), max_display=n_genes, show=False
-    )
+    values = np.asarray(entry["values"])[i]
+    explanation = _explanation(values, float(np.asarray(entry["base_values"])[i]), x[0], entry["genes"])
+    shap.plots.waterfall(explanation, max_display=n_genes, show=False)
     fig = plt.gcf()
     ax = fig.axes[0]
-    ax.set_title(f"cell {cell}: logit of {cluster_key} {group}")
+    group = np.asarray(entry["groups"])[i]
+    ax.set_title(f"cell {cell}: logit of {entry['params']['cluster_key']} {group}")
     return finish(fig, ax, show=show, return_fig=return_fig)
 
 
@@ -221,7 +211,9 @@ def differentiating_features(
     {ax_show_return_fig}
     """
     store = uns_entry(adata, key, "differentiating_features")
-    name = f"{group1}_vs_{group2}"
+    from den.tl._differentiating import comparison_key
+
+    name = comparison_key(group1, group2)
     if name not in store:
         msg = f"No comparison {name!r} in adata.uns[{key!r}]. Run `den.tl.differentiating_features(adata, {group1!r}, {group2!r})` first."
         raise KeyError(msg)

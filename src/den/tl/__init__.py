@@ -1,9 +1,10 @@
 """Tools: train, embed, cluster and explain."""
 
+from ._cell_features import cell_features
 from ._cluster import cluster
 from ._differentiating import differentiating_features
 from ._embed import embed
 from ._marker_features import marker_features
 from ._transform import transform
 
-__all__ = ["cluster", "differentiating_features", "embed", "marker_features", "transform"]
+__all__ = ["cell_features", "cluster", "differentiating_features", "embed", "marker_features", "transform"]

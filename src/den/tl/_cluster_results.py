@@ -13,14 +13,29 @@ if TYPE_CHECKING:
     from anndata import AnnData
 
 
-def write_clusters(adata: AnnData, proba: np.ndarray, categories: Sequence[str], key: str) -> None:
-    """Write labels (categorical, natural order), probabilities and confidence.
+def cluster_columns(proba: np.ndarray, categories: Sequence[str]) -> dict:
+    """Labels (categorical, natural order), probabilities and confidence, computed before anything is written.
 
-    Clusters no cell is assigned to are dropped from the categories (scanpy's
-    plots expect every category to have cells); ``proba`` keeps one column per
-    network output.
+    Clusters no cell is assigned to are dropped from the categories (scanpy's plots expect
+    every category to have cells); ``proba`` keeps one column per network output.
     """
+    categories = [str(c) for c in categories]
+    if proba.shape[1] != len(categories):
+        msg = (
+            f"The clustering network has {proba.shape[1]} outputs but its config names {len(categories)} clusters: "
+            "the model is damaged or was edited. Run `den.tl.cluster` again."
+        )
+        raise ValueError(msg)
     labels = np.asarray(categories)[proba.argmax(1)]
-    adata.obs[key] = pd.Categorical(labels, categories=list(categories)).remove_unused_categories()
-    adata.obsm[f"{key}_proba"] = proba.astype(np.float32)
-    adata.obs[f"{key}_confidence"] = proba.max(1).astype(np.float32)
+    return {
+        "labels": pd.Categorical(labels, categories=categories).remove_unused_categories(),
+        "proba": proba.astype(np.float32),
+        "confidence": proba.max(1).astype(np.float32),
+    }
+
+
+def write_clusters(adata: AnnData, clusters: dict, key: str) -> None:
+    """Write the output of :func:`cluster_columns` under ``key``."""
+    adata.obs[key] = clusters["labels"]
+    adata.obsm[f"{key}_proba"] = clusters["proba"]
+    adata.obs[f"{key}_confidence"] = clusters["confidence"]

@@ -10,8 +10,7 @@ from scanpy import logging as logg
 
 from den._explain import explain
 from den._utils import check_random_state, make_actual
-from den.tl._embed import _h5ad_safe
-from den.tl._groups import group_network, log2_fold_change, log_means, rows, sample_cells
+from den.tl._groups import check_sizes, group_network, log2_fold_change, log_means, rows, sample_cells
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -67,7 +66,8 @@ def differentiating_features(
     random_state
         Seed for the subsets.
     key_added
-        Results go to ``adata.uns[key_added][f"{group1}_vs_{group2}"]``.
+        Results go to ``adata.uns[key_added][comparison_key(group1, group2)]`` (``"{group1}_vs_{group2}"``
+        with characters h5ad and zarr keys refuse, such as ``/``, replaced; the names are in its ``params``).
     copy
         Return a copy of ``adata`` (with the result stored) instead of the table.
 
@@ -79,6 +79,7 @@ def differentiating_features(
     in ``adata.uns[key_added]``; or, with ``copy=True``, a copy of ``adata``.
     """
     start = logg.info(f"computing features differentiating {group1} from {group2}")
+    check_sizes(max_cells=max_cells, n_background=n_background)
     seed = check_random_state(random_state)
     rng = np.random.default_rng(seed)
     if groupby is None:
@@ -142,7 +143,12 @@ def differentiating_features(
     target = adata.copy() if copy else adata
     make_actual(target)
     store = dict(target.uns.get(key_added, {}))
-    store[f"{group1}_vs_{group2}"] = {"params": _h5ad_safe(params), "table": df}
+    store[comparison_key(group1, group2)] = {"params": params, "table": df}
     target.uns[key_added] = store
     logg.info("    finished", time=start, deep=f"added\n    {key_added!r}, differentiating features (adata.uns)")
     return target if copy else df
+
+
+def comparison_key(group1: str, group2: str) -> str:
+    """The ``uns`` key of a comparison: ``"{group1}_vs_{group2}"`` with ``/`` (a path separator in h5ad and zarr) as ``|``."""
+    return f"{group1}_vs_{group2}".replace("/", "|")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -13,13 +14,17 @@ from scipy import sparse
 from torch import nn
 
 from den._data import get_matrix
-from den._model import DENModel, _load_state, _state_to_numpy
-from den._train import train_classifier
+from den._model import DENModel, load_arrays, state_arrays
 from den._utils import torch_seed
 from den.nn import ClusterHead
+from den.train import fit_classifier
 
 if TYPE_CHECKING:
     from anndata import AnnData
+
+
+#: groups with fewer cells get a warning
+MIN_GROUP_CELLS = 5
 
 
 @dataclass
@@ -54,12 +59,26 @@ def group_network(
         msg = f"groupby={groupby!r} is not a column of adata.obs.{hint}"
         raise KeyError(msg)
     col = adata.obs[groupby]
+    if col.isna().any() and not (isinstance(adata.uns.get(groupby), dict) and "model" in adata.uns[groupby]):
+        msg = f"adata.obs[{groupby!r}] has missing values; fill or drop them first."
+        raise ValueError(msg)
     if not isinstance(col.dtype, pd.CategoricalDtype):
         if col.dtype.kind == "f":
             msg = f"adata.obs[{groupby!r}] is numeric; marker features need a categorical grouping."
             raise ValueError(msg)
         col = col.astype(str).astype("category")
-    labels = pd.Categorical(col)
+    labels = pd.Categorical(col).remove_unused_categories()  # subsetting leaves empty categories behind
+    if len(labels.categories) < 2:
+        msg = f"adata.obs[{groupby!r}] has {len(labels.categories)} group(s) with cells; marker features need at least two."
+        raise ValueError(msg)
+    if labels.value_counts().min() < MIN_GROUP_CELLS:
+        tiny = labels.value_counts()[labels.value_counts() < MIN_GROUP_CELLS].to_dict()
+        warnings.warn(
+            f"Groups of adata.obs[{groupby!r}] with fewer than {MIN_GROUP_CELLS} cells ({tiny}): their marker "
+            "genes rest on a handful of cells.",
+            UserWarning,
+            stacklevel=3,
+        )
     uentry = adata.uns.get(groupby)
     own = isinstance(uentry, dict) and "model" in uentry
     model = DENModel.from_adata(adata, key=key, cluster_key=groupby if own else None)
@@ -68,36 +87,36 @@ def group_network(
     if own and model.has_clusters:
         cats = [str(c) for c in model.cluster_config["categories"]]
         return GroupNetwork(model, model.cluster_net, cats, labels, X, None)
-    if labels.isna().any():
-        msg = f"adata.obs[{groupby!r}] has missing values; fill or drop them first."
-        raise ValueError(msg)
     cats = [str(c) for c in labels.categories]
     k = len(cats)
-    if k < 2:
-        msg = f"adata.obs[{groupby!r}] has fewer than two groups; nothing to tell apart."
-        raise ValueError(msg)
     emb_key = "X_den" if key == "den" else key
     head = ClusterHead(model.config["n_components"], k)
     if stored_head is not None and json.loads(str(stored_head["config"]))["categories"] == cats:
-        _load_state(head, stored_head["weights"])
+        load_arrays(head, stored_head["weights"], "the stored group head")
     else:
         with torch_seed(random_state):
             head = ClusterHead(model.config["n_components"], k)
-        train_classifier(
+        fit_classifier(
             head,
-            torch.from_numpy(np.asarray(adata.obsm[emb_key], dtype=np.float32)),
+            np.asarray(adata.obsm[emb_key], dtype=np.float32),
             labels.codes.astype(np.int64),
             n_epochs=head_epochs,
             batch_size=512,
             learning_rate=1e-3,
-            rng=np.random.default_rng(random_state),
+            seed=random_state,
             device=torch.device("cpu"),
-            progress_bar=False,
-            desc="head",
         )
     head.eval()
-    stored = {"config": json.dumps({"categories": cats, "groupby": groupby}), "weights": _state_to_numpy(head)}
+    stored = {"config": json.dumps({"categories": cats, "groupby": groupby}), "weights": state_arrays(head)}
     return GroupNetwork(model, nn.Sequential(model.encoder, head).eval(), cats, labels, X, stored)
+
+
+def check_sizes(**sizes: int) -> None:
+    """Each named size must be an integer >= 1 (cells to explain, background cells)."""
+    for name, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+            msg = f"Invalid {name}={value!r}: it must be an integer >= 1."
+            raise ValueError(msg)
 
 
 def sample_cells(mask: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:

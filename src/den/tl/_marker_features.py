@@ -11,8 +11,7 @@ from scanpy import logging as logg
 from den._explain import explain
 from den._utils import check_random_state, make_actual, progress
 
-from ._embed import _h5ad_safe
-from ._groups import group_network, log2_fold_change, log_means, rows, sample_cells, stratified_background
+from ._groups import check_sizes, group_network, log2_fold_change, log_means, rows, sample_cells, stratified_background
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -97,16 +96,19 @@ def marker_features(
         ``logfoldchanges`` (group vs rest, from ``adata.raw`` or the input when
         on a log1p scale, else NaN), ``pvals``/``pvals_adj`` (NaN: no test is
         made), ``params``; plus ``mean_shap`` and ``mean_abs_shap`` (genes x
-        groups DataFrames), the per-cell ``shap_values`` with ``shap_cells``,
-        ``shap_groups`` and ``base_values``, and an ``explainers`` table with
+        groups arrays, rows ``genes``, columns ``groups``; :func:`shap_table` makes
+        DataFrames of them), the per-cell ``shap_values`` with ``shap_cells``,
+        ``shap_groups``, ``base_values`` (one per group), and an ``explainers`` table with
         each group's explainer and largest additivity error.
     """
     start = logg.info("computing SHAP marker features")
     seed = check_random_state(random_state)
-    if n_background < 1 or max_cells_per_group < 1:
-        msg = "`n_background` and `max_cells_per_group` must be >= 1."
+    check_sizes(n_background=n_background, max_cells_per_group=max_cells_per_group)
+    if direction not in ("up", "any"):
+        msg = f"Invalid direction={direction!r}: it must be 'up' or 'any'."
         raise ValueError(msg)
     gn = group_network(adata, groupby, key=key, random_state=seed)
+    opts = {"max_cells": max_cells_per_group, "explainer": explainer, "progress_bar": progress_bar}
     rng = np.random.default_rng(seed)
     genes = gn.model.var_names
     codes_by_name = {c: i for i, c in enumerate(gn.labels.categories.astype(str))}
@@ -117,45 +119,12 @@ def marker_features(
     if not groups:
         msg = f"No cell of adata.obs[{groupby!r}] belongs to a group the network knows."
         raise ValueError(msg)
-    values, cells, cell_groups, base, table, higher = [], [], [], {}, [], {}
-    for g in progress(groups, desc="SHAP per group", enabled=progress_bar):
-        idx = sample_cells(gn.labels.codes == codes_by_name[g], max_cells_per_group, rng)
-        readout = np.eye(len(gn.categories), dtype=np.float32)[gn.categories.index(g)]
-        cells_x = rows(gn, adata, idx)
-        att = explain(gn.net, readout, cells_x, background, method=explainer, random_state=seed)
-        values.append(att.values)
-        higher[g] = cells_x.mean(0) > background.mean(0)
-        cells.append(adata.obs_names[idx].to_numpy())
-        cell_groups += [g] * len(idx)
-        base[g] = att.base_value
-        table.append(
-            {
-                "group": g,
-                "n_cells": len(idx),
-                "explainer": att.explainer,
-                "max_additivity_error": att.max_additivity_error,
-                "note": "; ".join(att.notes),
-            }
-        )
+    per_group = _explain_groups(gn, adata, groups, codes_by_name, background, rng, seed, **opts)
+    values, cells, cell_groups, base, table, higher = per_group
 
     mean_shap = pd.DataFrame({g: v.mean(0) for g, v in zip(groups, values, strict=True)}, index=genes)
     mean_abs = pd.DataFrame({g: np.abs(v).mean(0) for g, v in zip(groups, values, strict=True)}, index=genes)
-    codes = np.asarray(gn.labels.codes)
-    masks = {g: codes == codes_by_name[g] for g in groups}
-    means, lfc_source = log_means(adata, gn, {**masks, **{f"rest:{g}": ~m for g, m in masks.items()}})
-    n_keep = len(genes) if n_genes is None else int(min(n_genes, len(genes)))
-    ranked = {col: {} for col in _DTYPES}
-    for g in groups:
-        score = mean_shap[g].to_numpy()
-        sort_keys = (-score,) if direction == "any" else (-score, ~higher[g])  # lexsort: last key first
-        order = np.lexsort(sort_keys)[:n_keep]
-        lfc = log2_fold_change(means[g], means[f"rest:{g}"])[order] if means else np.full(n_keep, np.nan)
-        ranked["names"][g] = genes[order].to_numpy().astype(object)
-        ranked["scores"][g] = mean_shap[g].to_numpy()[order]
-        ranked["logfoldchanges"][g] = lfc
-        ranked["pvals"][g] = np.full(n_keep, np.nan)
-        ranked["pvals_adj"][g] = np.full(n_keep, np.nan)
-    result = {col: pd.DataFrame(ranked[col]).to_records(index=False, column_dtypes=_DTYPES[col]) for col in _DTYPES}
+    result, lfc_source = _rank(adata, gn, groups, codes_by_name, mean_shap, higher, n_genes, direction)
     params = {
         "groupby": groupby,
         "reference": "rest",
@@ -173,16 +142,19 @@ def marker_features(
         "embedding_key": key,
         "logfoldchanges_from": lfc_source,
     }
+    # group names are data, never keys: names with "/" (pbmc68k_reduced's own) survive h5ad and zarr
     entry = {
-        "params": _h5ad_safe(params),
+        "params": params,
         **result,
-        "mean_shap": mean_shap,
-        "mean_abs_shap": mean_abs,
+        "groups": np.asarray(groups, dtype=str),
+        "genes": np.asarray(genes, dtype=str),
+        "mean_shap": mean_shap.to_numpy(np.float32),
+        "mean_abs_shap": mean_abs.to_numpy(np.float32),
         "shap_values": np.concatenate(values).astype(np.float32),
         "shap_cells": np.concatenate(cells).astype(str),
         "shap_groups": np.asarray(cell_groups, dtype=str),
-        "base_values": pd.Series(base, dtype=np.float64).to_frame("base_value"),
-        "explainers": pd.DataFrame(table).set_index("group"),
+        "base_values": np.asarray([base[g] for g in groups], dtype=np.float64),
+        "explainers": pd.DataFrame(table),
     }
     if gn.head is not None:
         entry["model"] = gn.head
@@ -191,3 +163,60 @@ def marker_features(
     adata.uns[key_added] = entry
     logg.info("    finished", time=start, deep=f"added\n    {key_added!r}, SHAP-ranked genes per group (adata.uns)")
     return adata if copy else None
+
+
+def _explain_groups(gn, adata, groups, codes_by_name, background, rng, seed, *, max_cells, explainer, progress_bar):
+    """SHAP values of each group's logit for a capped sample of its cells."""
+    values, cells, cell_groups, base, table, higher = [], [], [], {}, [], {}
+    for g in progress(groups, desc="SHAP per group", enabled=progress_bar):
+        idx = sample_cells(gn.labels.codes == codes_by_name[g], max_cells, rng)
+        readout = np.eye(len(gn.categories), dtype=np.float32)[gn.categories.index(g)]
+        cells_x = rows(gn, adata, idx)
+        att = explain(gn.net, readout, cells_x, background, method=explainer, random_state=seed)
+        values.append(att.values)
+        higher[g] = cells_x.mean(0) > background.mean(0)
+        cells.append(adata.obs_names[idx].to_numpy())
+        cell_groups += [g] * len(idx)
+        base[g] = att.base_value
+        table.append(
+            {
+                "group": g,
+                "n_cells": len(idx),
+                "explainer": att.explainer,
+                "max_additivity_error": att.max_additivity_error,
+                "note": "; ".join(att.notes),
+            }
+        )
+    return values, cells, cell_groups, base, table, higher
+
+
+def _rank(adata, gn, groups, codes_by_name, mean_shap, higher, n_genes, direction):
+    """Record arrays as scanpy's ``rank_genes_groups``, genes ordered by mean SHAP (ties: higher in the group first)."""
+    genes = gn.model.var_names
+    codes = np.asarray(gn.labels.codes)
+    masks = {g: codes == codes_by_name[g] for g in groups}
+    means, lfc_source = log_means(adata, gn, {**masks, **{f"rest:{g}": ~m for g, m in masks.items()}})
+    n_keep = len(genes) if n_genes is None else int(min(n_genes, len(genes)))
+    ranked = {col: {} for col in _DTYPES}
+    for g in groups:
+        score = mean_shap[g].to_numpy()
+        sort_keys = (-score,) if direction == "any" else (-score, ~higher[g])  # lexsort: last key first
+        order = np.lexsort(sort_keys)[:n_keep]
+        lfc = log2_fold_change(means[g], means[f"rest:{g}"])[order] if means else np.full(n_keep, np.nan)
+        ranked["names"][g] = genes[order].to_numpy().astype(object)
+        ranked["scores"][g] = mean_shap[g].to_numpy()[order]
+        ranked["logfoldchanges"][g] = lfc
+        ranked["pvals"][g] = np.full(n_keep, np.nan)
+        ranked["pvals_adj"][g] = np.full(n_keep, np.nan)
+    result = {col: pd.DataFrame(ranked[col]).to_records(index=False, column_dtypes=_DTYPES[col]) for col in _DTYPES}
+    return result, lfc_source
+
+
+def shap_table(entry: dict, which: str = "mean_shap") -> pd.DataFrame:
+    """``mean_shap`` or ``mean_abs_shap`` of a :func:`marker_features` result as a genes x groups DataFrame."""
+    values = np.asarray(entry[which])
+    return pd.DataFrame(
+        values,
+        index=pd.Index(np.asarray(entry["genes"]).astype(str)),
+        columns=list(np.asarray(entry["groups"]).astype(str)),
+    )

@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 from scanpy import logging as logg
 
-from den._data import get_matrix
+from den._data import check_query_scale, get_matrix
 from den._model import DENModel
 from den._utils import make_actual
 
-from ._cluster_results import write_clusters
+from ._cluster_results import cluster_columns, write_clusters
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -69,18 +70,29 @@ def transform(
     if layer is None:
         layer = model.config.get("layer")
     X = get_matrix(adata, layer)
-    model.gene_index(adata.var_names)  # raises before anything is written
-    coords = model.embed(X, adata.var_names, device=device)
-    proba = model.predict_proba(X, adata.var_names, device=device) if model.has_clusters else None
+    cols = model.gene_index(adata.var_names)  # raises before anything is written
+    check_query_scale(model.config.get("input_stats"), X if cols is None else _columns(X, cols), "The query")
+    coords = model.embed(X, adata.var_names, device=device, check=False)
+    proba = model.predict_proba(X, adata.var_names, device=device, check=False) if model.has_clusters else None
+    if not np.isfinite(coords).all() or (proba is not None and not np.isfinite(proba).all()):
+        msg = "The model returned non-finite coordinates for this query; check the query's values and the model."
+        raise FloatingPointError(msg)
+    clusters = None if proba is None else cluster_columns(proba, model.cluster_config["categories"])
 
     key_obsm = key_added or ("X_den" if key == "den" else key)
     adata = adata.copy() if copy else adata
     make_actual(adata)
     adata.obsm[key_obsm] = coords
-    if proba is not None:
-        write_clusters(adata, proba, model.cluster_config["categories"], cluster_key)
+    if clusters is not None:
+        write_clusters(adata, clusters, cluster_key)
     logg.info("    finished", time=start, deep=f"added\n    {key_obsm!r}, DEN coordinates (adata.obsm)")
     return adata if copy else None
+
+
+def _columns(X, cols: np.ndarray):
+    """The model's genes of ``X`` (for the scale check: a sample of rows is enough)."""
+    rows = np.unique(np.linspace(0, X.shape[0] - 1, min(2000, X.shape[0])).astype(int))
+    return X[rows][:, cols]
 
 
 def _resolve_reference(reference, *, key: str, cluster_key: str) -> DENModel:

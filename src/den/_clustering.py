@@ -1,0 +1,149 @@
+"""Parametric clustering: clusters found on the map without k (``_spectral``), then learnt by a network.
+
+Shared by :class:`den.DEN` and :func:`den.tl.cluster`; knows nothing about AnnData.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+from torch import nn
+
+from ._config import ClusterConfig
+from ._data import Features
+from ._embedding import representation
+from ._model import DENModel
+from ._pairs import knn
+from ._spectral import Spectrum, discover_clusters, merge_clusters, spectral_labels
+from ._utils import get_device, predict, torch_seed
+from .train import fit_classifier
+
+#: optimisation steps the cluster head takes at least (small data sets get more epochs)
+HEAD_MIN_STEPS = 1000
+#: ... and the end-to-end fine-tuning (when ``finetune_epochs > 0``)
+FINETUNE_MIN_STEPS = 200
+
+
+@dataclass
+class ClusterFit:
+    """What :func:`fit_clusters` returns; the clustering network is attached to the model."""
+
+    labels: np.ndarray  #: the labels the network learnt (after dissolving and merging)
+    proba: np.ndarray  #: the network's probabilities for the training cells
+    categories: list[str]
+    spectrum: Spectrum
+    n_spectral: int  #: clusters left after dissolving small ones
+    history: dict[str, list[float]] = field(default_factory=dict)
+
+
+def find_clusters(
+    emb: np.ndarray, graph: np.ndarray, config: ClusterConfig, kernel, seed: int
+) -> tuple[np.ndarray, Spectrum, int]:
+    """Labels from the spectrum of the data graph weighted by the map's near-belief, merged on the data graph."""
+    kw = {"gamma": config.gamma, "max_clusters": config.max_clusters, "kernel": kernel, "random_state": seed}
+    spectrum = discover_clusters(emb, graph, min_cluster_size=config.min_cluster_size, **kw)
+    labels = spectral_labels(spectrum, random_state=seed)
+    if config.n_clusters is not None and labels.max() + 1 < config.n_clusters:  # fewer than asked: split into k
+        spectrum = discover_clusters(emb, graph, n_clusters=config.n_clusters, **kw)
+        labels = spectral_labels(spectrum, random_state=seed)
+    n_spectral = int(labels.max()) + 1
+    return (
+        merge_clusters(labels, graph, resolution=config.resolution, n_clusters=config.n_clusters),
+        spectrum,
+        n_spectral,
+    )
+
+
+def cluster_neighbors(n_neighbors: int, n_cells: int) -> int:
+    """Neighbours of the data graph: ``n_neighbors``, at most ``max(3, n_cells // 5)`` (small data sets)."""
+    return max(1, min(n_neighbors, max(3, n_cells // 5), n_cells - 2))
+
+
+def _epochs(n_epochs: int, n_cells: int, batch_size: int, *, min_steps: int) -> int:
+    """``n_epochs``, raised so that small data sets still get ``min_steps`` optimisation steps."""
+    steps_per_epoch = math.ceil(n_cells / batch_size)
+    return max(n_epochs, math.ceil(min_steps / steps_per_epoch)) if n_epochs > 0 else 0
+
+
+def train_cluster_net(
+    model: DENModel, front: np.ndarray, labels: np.ndarray, config: ClusterConfig, seed: int, progress_bar: bool
+) -> dict:
+    """Learn ``labels``: a linear head on the encoder's frozen last hidden layer, then head + encoder copy end to end.
+
+    ``front`` holds the encoder's frozen-front outputs of the training cells (what its body reads).
+    """
+    device = get_device(config.device)
+    k = int(labels.max()) + 1
+    with torch_seed(seed):
+        net = model.make_cluster_net(k)
+    encoder, head = net[0], net[1]
+    hidden = predict(encoder.body.to(device), [front], device=device)
+    stages = {  # (network, its inputs, epochs, minimum steps, progress label)
+        "head": (head, hidden, config.head_epochs, HEAD_MIN_STEPS, "DEN cluster head"),
+        "finetune": (
+            nn.Sequential(encoder.body, head),
+            front,
+            config.finetune_epochs,
+            FINETUNE_MIN_STEPS,
+            "DEN fine-tuning",
+        ),
+    }
+    history = {}
+    for stage, (trainee, x, n_epochs, min_steps, desc) in stages.items():
+        epochs = _epochs(n_epochs, len(labels), config.batch_size, min_steps=min_steps)
+        if epochs == 0:
+            continue
+        history[stage] = fit_classifier(
+            trainee,
+            x,
+            labels,
+            n_epochs=epochs,
+            batch_size=config.batch_size,
+            learning_rate=1e-3,
+            seed=seed + len(history),
+            device=device,
+            progress_bar=progress_bar,
+            desc=desc,
+        )
+    net.cpu().eval()
+    model.cluster_config = {"n_clusters": k, "categories": [str(c) for c in range(k)], "head_input": "hidden"}
+    model.cluster_net = net
+    return history
+
+
+def fit_clusters(
+    model: DENModel,
+    features: Features,
+    embedding: np.ndarray,
+    config: ClusterConfig,
+    *,
+    seed: int,
+    rep: np.ndarray | None = None,
+    progress_bar: bool = True,
+) -> ClusterFit:
+    """Find clusters on ``embedding`` without k and attach a network that assigns new cells to them.
+
+    ``rep`` is the representation the embedding's kNN graph was built on; ``None``: the
+    model's PCA layer outputs (or, without that layer, a PCA of the features). See
+    :func:`den.tl.cluster` for the method.
+    """
+    front = np.concatenate(list(model.front_blocks(features.X, features.var_names)))
+    if rep is None:
+        rep = front if model.encoder.projection is not None else representation(features, None, seed)
+    graph, _ = knn(rep, cluster_neighbors(config.n_neighbors, features.n), random_state=seed)
+    emb = np.asarray(embedding, dtype=np.float64)
+    labels, spectrum, n_spectral = find_clusters(emb, graph, config, model.kernel, seed)
+    if labels.max() == 0 and config.n_clusters is None:
+        warnings.warn(
+            f"den found a single cluster ({spectrum.n_clusters} by the eigengap rule, {n_spectral} left after "
+            "dissolving small ones, merged into one). For more, raise `resolution`, lower `min_cluster_size`, "
+            "or pass `n_clusters`.",
+            UserWarning,
+            stacklevel=3,
+        )
+    history = train_cluster_net(model, front, labels, config, seed, progress_bar)
+    proba = model.predict_proba(features.X, features.var_names, device=config.device, check=False)
+    return ClusterFit(labels, proba, list(model.cluster_config["categories"]), spectrum, n_spectral, history)

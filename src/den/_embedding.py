@@ -1,0 +1,229 @@
+"""Training the embedding: from a feature matrix and a configuration to a trained :class:`DENModel`.
+
+Shared by :class:`den.DEN` and :func:`den.tl.embed`; knows nothing about AnnData.
+Steps: build the encoder; load a PCA into its frozen front; the training inputs
+(the front's outputs, or the features themselves); the kNN graph of the
+representation; near pairs; the sampler, the plan and the runner.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ._config import EmbedConfig
+from ._data import Features, input_stats, iter_rows
+from ._loss import kernel_dof
+from ._model import DENModel
+from ._pairs import PairSampler, drop_label_conflicts, fuzzy_weights, knn, knn_pairs, label_pairs, mutual_pairs
+from ._pca import pca
+from ._utils import get_device, torch_seed
+from .nn import ClusterHead, set_pca
+from .train import EmbeddingPlan, MatrixSource, Runner, TensorSource
+
+#: near pairs a cell takes part in over the whole training, by default (``n_epochs=None``)
+PAIRS_PER_CELL = 250
+#: ... but never more pair visits than this in all (the budget stops growing with n)
+MAX_PAIR_VISITS = 60_000_000
+#: ... and never fewer optimisation steps than this (tiny data sets)
+MIN_STEPS = 300
+#: without a PCA layer, inputs up to this many values are densified once and kept in memory (else per batch)
+IN_MEMORY_MAX_VALUES = 50_000_000
+#: same-label partners per labelled cell per epoch in semi-supervised training
+LABEL_PAIRS_PER_CELL = 5
+
+
+@dataclass
+class EmbeddingFit:
+    """What :func:`fit_embedding` returns."""
+
+    model: DENModel
+    history: list[float]
+    rep: np.ndarray  #: the representation whose kNN graph gave the near pairs
+    n_near_pairs: int
+    n_epochs: int
+    n_neighbors: int  #: as used (lowered for tiny data)
+    seed: int
+    notes: list[str] = field(default_factory=list)
+
+
+def default_epochs(n_cells: int, n_pairs: int, batch_size: int) -> int:
+    """Epochs for :data:`PAIRS_PER_CELL` pair visits per cell (at most :data:`MAX_PAIR_VISITS`, at least :data:`MIN_STEPS` steps)."""
+    visits = min(PAIRS_PER_CELL * n_cells, MAX_PAIR_VISITS)
+    epochs = max(1, round(visits / max(n_pairs, 1)))
+    steps_per_epoch = math.ceil(n_pairs / batch_size)
+    return max(epochs, math.ceil(MIN_STEPS / max(steps_per_epoch, 1)))
+
+
+def effective_neighbors(n_neighbors: int, n_cells: int) -> int:
+    """``n_neighbors``, lowered for small data: at most ``max(3, n_cells // 5)`` (recorded in ``fit``).
+
+    A population of 10 cells has 9 neighbours of its own; with 15 per cell, every cell's
+    near pairs would reach into other populations. Above ``n_cells - 2`` a warning says so.
+    """
+    if n_cells < 3:
+        msg = f"den needs at least 3 cells; got {n_cells}."
+        raise ValueError(msg)
+    if n_neighbors > n_cells - 2:
+        warnings.warn(
+            f"n_neighbors={n_neighbors} is too large for {n_cells} cells; using {max(1, n_cells - 2)} at most.",
+            UserWarning,
+            stacklevel=3,
+        )
+    return max(1, min(n_neighbors, max(3, n_cells // 5), n_cells - 2))
+
+
+def model_config(features: Features, config: EmbedConfig, *, layer: str | None, n_pcs: int | None) -> dict:
+    """The architecture and feature contract a trained model records."""
+    kind = config.encoder
+    if kind == "auto":
+        kind = "conv" if features.image_shape is not None else "mlp"
+    if kind == "conv" and features.image_shape is None:
+        msg = "encoder='conv' needs images: pass X shaped (n, H, W) or (n, C, H, W)."
+        raise ValueError(msg)
+    out = {
+        "encoder": kind,
+        "n_genes": int(features.X.shape[1]),
+        "var_names": [str(v) for v in features.var_names],
+        "n_components": config.n_components,
+        "hidden": list(config.hidden),
+        "n_pcs": n_pcs if kind == "mlp" else None,
+        "layer": layer,
+        "loss": config.loss,
+        "dof": config.dof,
+        "input_stats": input_stats(features.X),
+    }
+    if kind == "conv":
+        out["input_shape"] = list(features.image_shape)
+    return out
+
+
+def training_inputs(model: DENModel, features: Features, seed: int, device: torch.device):
+    """The source of training rows: the frozen PCA layer's outputs (loaded here), or the features."""
+    projection = model.encoder.projection
+    if projection is None:
+        if features.X.shape[0] * features.X.shape[1] <= IN_MEMORY_MAX_VALUES:
+            return TensorSource(np.concatenate(list(iter_rows(features.X))), device), None
+        return MatrixSource(features.X, device), None
+    mean, components, variance = pca(features.X, projection.out_features, random_state=seed)
+    scale = float(np.sqrt(variance[0])) if variance[0] > 0 else 1.0
+    set_pca(projection, mean, components, scale)
+    front = np.concatenate(list(model.front_blocks(features.X, features.var_names)))
+    return TensorSource(front, device), front
+
+
+def representation(features: Features, front: np.ndarray | None, seed: int) -> np.ndarray:
+    """The kNN representation when none is given: the PCA layer's outputs, else a 50-PC PCA."""
+    if front is not None:
+        return front
+    mean, components, _ = pca(features.X, 50, random_state=seed)
+    return np.concatenate([(b - mean) @ components for b in iter_rows(features.X)]).astype(np.float32)
+
+
+def warn_if_collapsed(coords: np.ndarray) -> None:
+    """Warn when the map put (nearly) every cell on one point."""
+    extent = float(np.ptp(coords, axis=0).max()) if len(coords) else 0.0
+    typical = float(np.median(np.linalg.norm(coords - np.median(coords, 0), axis=1))) if len(coords) else 0.0
+    if extent < 1e-3 or typical < 1e-6 * max(extent, 1e-12):
+        warnings.warn(
+            f"The map collapsed: the cells span only {extent:.3g} map units (most lie on one point). Check the "
+            "input for near-constant features, or raise `n_epochs` / lower `learning_rate`.",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
+def noise_scale(source, near, generator: torch.Generator, n_sample: int = 2048) -> float:
+    """Median input distance of near pairs per input dimension (``median / sqrt(n_dims)``).
+
+    Noise of this standard deviation in every dimension moves a row about as far as its
+    typical near partner lies away, so ``input_noise`` is relative to the data's own
+    neighbour spacing whatever its units.
+    """
+    pick = torch.randperm(len(near[0]), generator=generator)[:n_sample].numpy()
+    a = source.gather(torch.as_tensor(near[0][pick])).cpu()
+    b = source.gather(torch.as_tensor(near[1][pick])).cpu()
+    a, b = a.reshape(len(a), -1), b.reshape(len(b), -1)
+    return float(torch.linalg.vector_norm(a - b, dim=1).median()) / math.sqrt(a.shape[1])
+
+
+def fit_embedding(
+    features: Features,
+    config: EmbedConfig,
+    *,
+    seed: int,
+    rep: np.ndarray | None = None,
+    labels: np.ndarray | None = None,
+    label_categories: list[str] | None = None,
+    layer: str | None = None,
+    progress_bar: bool = True,
+) -> EmbeddingFit:
+    """Train a DEN encoder on ``features`` (see :class:`den.DEN` for the method).
+
+    ``labels`` (integer codes, ``-1`` unknown) turn on the semi-supervised mode.
+    """
+    n = features.n
+    k = effective_neighbors(config.n_neighbors, n)
+    device = get_device(config.device)
+    n_pcs = None if config.n_pcs is None else int(min(config.n_pcs, features.X.shape[1], n - 1))
+    with torch_seed(seed):
+        model = DENModel.build(model_config(features, config, layer=layer, n_pcs=n_pcs))
+    source, front = training_inputs(model, features, seed, device)
+    rep = representation(features, front, seed) if rep is None else np.asarray(rep, dtype=np.float32)
+    if not np.ptp(rep, axis=0).any():
+        msg = "Every cell has the same features (a constant matrix): there is nothing to embed. Check the input."
+        raise ValueError(msg)
+    knn_idx, knn_dist = knn(rep, k, random_state=seed)
+    near = knn_pairs(knn_idx) if config.loss == "contrastive" else mutual_pairs(knn_idx, min_neighbors=1)
+    generator = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    extra, head = None, None
+    if labels is not None:
+        near = drop_label_conflicts(near, labels)
+        extra = lambda: label_pairs(labels, LABEL_PAIRS_PER_CELL, rng)
+        if config.label_head:
+            with torch_seed(seed + 1):
+                head = ClusterHead(config.n_components, len(label_categories)).to(device)
+    weights = fuzzy_weights(knn_idx, knn_dist, near) if config.loss == "contrastive" else None
+    sampler = PairSampler(
+        near,
+        batch_size=config.batch_size,
+        n_far=config.n_far,
+        far_rule="shared" if config.loss == "contrastive" else "distance",
+        generator=generator,
+        rep=torch.as_tensor(rep) if config.loss == "paper" else None,
+        extra=extra,
+        weights=weights,
+    )
+    sigma = config.input_noise * noise_scale(source, near, generator) if config.input_noise > 0 else 0.0
+    plan = EmbeddingPlan(
+        model.encoder.body.to(device),
+        source,
+        sampler,
+        loss=config.loss,
+        dof=kernel_dof(config.loss, config.n_components, config.dof)[1],
+        min_dist=config.min_dist,
+        ignore=config.ignore,
+        noise=sigma,
+        generator=generator,
+        label_head=head,
+        labels=labels,
+        label_weight=config.label_weight,
+    )
+    n_epochs = config.n_epochs or default_epochs(n, sampler.n_pairs, config.batch_size)
+    runner = Runner(
+        n_epochs=n_epochs,
+        learning_rate=config.learning_rate,
+        device=device,
+        progress_bar=progress_bar,
+        desc="DEN embedding",
+    )
+    history = runner.run(plan)
+    model.encoder.cpu().eval()
+    if head is not None:
+        model.attach_labels({"categories": list(label_categories)}, head.cpu())
+    return EmbeddingFit(model, history, rep, len(near[0]), n_epochs, k, seed)

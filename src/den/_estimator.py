@@ -1,0 +1,350 @@
+"""`den.DEN`: the Differentiating Embedding Network as a scikit-learn estimator."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
+from sklearn.utils.validation import check_is_fitted
+
+from ._clustering import fit_clusters
+from ._config import ClusterConfig, EmbedConfig
+from ._data import as_features, check_query_scale
+from ._embedding import fit_embedding, warn_if_collapsed
+from ._model import CONFIG_FILE, DENModel
+from ._utils import check_random_state
+
+
+class DEN(ClusterMixin, TransformerMixin, BaseEstimator):
+    """Differentiating Embedding Network :cite:p:`Robinson2020`: a parametric map with clusters found without k.
+
+    A Siamese network reads each sample's features and is trained so that pairs of
+    k-nearest neighbours land close on the map and pairs drawn at random land far
+    apart, under a loss built on the F distribution of squared map distances. The
+    trained network places new samples (:meth:`transform`); a clustering network
+    trained on top assigns them to the clusters found without being told how many
+    (:meth:`predict`). Works on arrays, sparse matrices, torch tensors and images;
+    :func:`den.tl.embed` and :func:`den.tl.cluster` do the same on an AnnData.
+
+    Parameters
+    ----------
+    n_components
+        Dimension of the map.
+    n_neighbors
+        Neighbours per sample in the kNN graph that defines near pairs.
+    n_pcs
+        Width of the frozen PCA layer at the input of the MLP encoder (features -> PCs),
+        so training is fast and attributions still land on features. ``None`` feeds the
+        features straight into a trainable first layer.
+    encoder
+        ``"mlp"`` (vectors), ``"conv"`` (images: 3x3 conv blocks, global average pooling,
+        dense layers) or ``"auto"`` (``"conv"`` for image-shaped input, else ``"mlp"``).
+    hidden
+        Widths of the hidden (dense) layers.
+    loss
+        ``"contrastive"``: for each near pair, ``-log(w_near / (w_near + sum of w_far))``
+        against far partners drawn among the batch, with ``w = 1 - F_cdf(d^2; 2, dof)``
+        (the Student-t kernel of t-SNE); ``"paper"``: the paper's terms ``F_cdf(d^2; 1,
+        n_components)`` for near and ``1 - F_cdf`` for far pairs, mutual-neighbour near
+        pairs and distance-weighted far partners. See the docs' method page.
+    dof
+        Degrees of freedom of the F distribution's denominator: the kernel's tail (smaller:
+        heavier). ``None``: ``n_components``, which is the Cauchy kernel for the contrastive loss.
+    n_far
+        Far partners per batch (contrastive: shared by every row) or per pair (paper).
+    n_epochs
+        Passes over all near pairs. ``None``: 300 pair visits per sample (at most 60 million in
+        all, at least 300 steps).
+    batch_size
+        Near pairs per optimisation step.
+    learning_rate
+        Initial Adam learning rate; it decays to 0 on a cosine schedule.
+    min_dist
+        Map distance below which near pairs are no longer pulled together.
+    input_noise
+        Gaussian noise added to the network's inputs in training, in units of the typical
+        distance between near partners (per input dimension), so the network learns to
+        place samples it has not seen. ``0`` turns it off.
+    ignore
+        Paper's loss only: drop terms at or above this value; ``1.0`` keeps all.
+    label_weight
+        Semi-supervised (``fit(X, y)``): weight of the label head's cross-entropy.
+    label_head
+        Semi-supervised: train a head from the map to the labels (:meth:`predict_labels`).
+    cluster
+        Find and learn clusters in :meth:`fit` (``labels_``, :meth:`predict`).
+    n_clusters
+        Force this many clusters instead of discovering k.
+    resolution
+        Clusters merge while their share of data kNN edges exceeds ``resolution`` times
+        what a random graph predicts (as Leiden's resolution); higher keeps more clusters.
+    gamma
+        Scale of map distances in the clustering affinity; larger joins nearby islands.
+    max_clusters
+        Largest k the clustering considers.
+    device
+        ``"auto"`` (one CUDA GPU if available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``.
+    random_state
+        Seed of everything random (PCA, pairs, weights, batches, clustering); ``None`` draws one.
+    progress_bar
+        Show progress bars while training.
+
+    Attributes
+    ----------
+    model_
+        The trained :class:`den.DENModel` (encoder, clustering network, label head).
+    embedding_
+        Map coordinates of the training samples.
+    labels_
+        Cluster of each training sample (with ``cluster=True``).
+    n_clusters_
+        Number of clusters found.
+    classes_
+        Labels of the semi-supervised head (after ``fit(X, y)``).
+    history_
+        Mean training loss per epoch.
+    n_features_in_
+        Number of input features (pixels for images).
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> import den
+    >>> X = load_digits().data / 16
+    >>> est = den.DEN(random_state=0).fit(X)
+    >>> est.transform(X[:5]).shape
+    (5, 2)
+    """
+
+    def __init__(
+        self,
+        n_components: int = 2,
+        *,
+        n_neighbors: int = 15,
+        n_pcs: int | None = 50,
+        encoder: str = "auto",
+        hidden=(128, 128),
+        loss: str = "contrastive",
+        dof: float | None = None,
+        n_far: int = 128,
+        n_epochs: int | None = None,
+        batch_size: int = 512,
+        learning_rate: float = 2e-2,
+        min_dist: float = 0.0,
+        input_noise: float = 0.15,
+        ignore: float = 1.0,
+        label_weight: float = 1.0,
+        label_head: bool = True,
+        cluster: bool = True,
+        n_clusters: int | None = None,
+        resolution: float = 1.0,
+        gamma: float = 1.5,
+        max_clusters: int = 40,
+        device: str = "auto",
+        random_state: int | None = 0,
+        progress_bar: bool = False,
+    ):
+        self.n_components = n_components
+        self.n_neighbors = n_neighbors
+        self.n_pcs = n_pcs
+        self.encoder = encoder
+        self.hidden = hidden
+        self.loss = loss
+        self.dof = dof
+        self.n_far = n_far
+        self.n_epochs = n_epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.min_dist = min_dist
+        self.input_noise = input_noise
+        self.ignore = ignore
+        self.label_weight = label_weight
+        self.label_head = label_head
+        self.cluster = cluster
+        self.n_clusters = n_clusters
+        self.resolution = resolution
+        self.gamma = gamma
+        self.max_clusters = max_clusters
+        self.device = device
+        self.random_state = random_state
+        self.progress_bar = progress_bar
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        # den computes in float32 whatever the input dtype
+        tags.transformer_tags.preserves_dtype = ["float32"]
+        return tags
+
+    def configs(self) -> tuple[EmbedConfig, ClusterConfig]:
+        """The validated training configurations of the current parameters."""
+        embed = EmbedConfig.from_kwargs(**{k: getattr(self, k) for k in EmbedConfig.names()})
+        cluster = ClusterConfig(
+            n_clusters=self.n_clusters,
+            resolution=self.resolution,
+            gamma=self.gamma,
+            max_clusters=self.max_clusters,
+            device=self.device,
+            random_state=self.random_state,
+        )
+        return embed, cluster
+
+    def fit(self, X, y=None):
+        """Train the map (and, with ``cluster=True``, the clustering network) on ``X``.
+
+        Parameters
+        ----------
+        X
+            Samples x features (numpy, scipy sparse, torch, lists), or images ``(n, H, W)`` /
+            ``(n, C, H, W)``.
+        y
+            Optional labels for the semi-supervised mode: ``-1``, ``NaN`` or ``None`` mark
+            unlabelled samples. Labelled samples add same-label near pairs, near pairs with
+            different labels are dropped, and (``label_head=True``) a label head is trained.
+        """
+        embed, cluster = self.configs()
+        if not isinstance(self.cluster, bool):
+            msg = f"Invalid cluster={self.cluster!r}: it must be True or False."
+            raise TypeError(msg)
+        features = as_features(X)
+        codes, classes = (None, None) if y is None else encode_labels(y, features.n)
+        seed = check_random_state(self.random_state)
+        fit = fit_embedding(
+            features, embed, seed=seed, labels=codes, label_categories=classes, progress_bar=self.progress_bar
+        )
+        self.model_ = fit.model
+        self.history_ = fit.history
+        self.n_features_in_ = features.X.shape[1]
+        self.image_shape_ = features.image_shape
+        self.embedding_ = fit.model.embed(features.X, features.var_names, device=self.device, check=False)
+        warn_if_collapsed(self.embedding_)
+        if classes is not None:
+            self.classes_ = np.asarray(classes, dtype=object if isinstance(classes[0], str) else None)
+        if self.cluster:
+            result = fit_clusters(
+                self.model_, features, self.embedding_, cluster, seed=seed, rep=fit.rep, progress_bar=self.progress_bar
+            )
+            self.labels_ = result.proba.argmax(1).astype(np.int64)
+            self.n_clusters_ = len(result.categories)
+        return self
+
+    def fit_transform(self, X, y=None, **fit_params):
+        """Fit and return the map of ``X`` (the same as ``fit(X).transform(X)``)."""
+        return self.fit(X, y).embedding_
+
+    def _features(self, X):
+        check_is_fitted(self, "model_")
+        features = as_features(X, min_samples=1)
+        if features.X.shape[1] != self.n_features_in_:
+            msg = f"X has {features.X.shape[1]} features, but DEN is expecting {self.n_features_in_} features as input."
+            raise ValueError(msg)
+        check_query_scale(self.model_.config.get("input_stats"), features.X, "X")
+        return features
+
+    def transform(self, X) -> np.ndarray:
+        """Map coordinates of new samples (each placed on its own by the trained network)."""
+        features = self._features(X)
+        return self.model_.embed(features.X, features.var_names, device=self.device, check=False)
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Cluster probabilities of samples (``n x n_clusters_``)."""
+        features = self._features(X)
+        return self.model_.predict_proba(features.X, features.var_names, device=self.device, check=False)
+
+    def predict(self, X) -> np.ndarray:
+        """Cluster of each sample."""
+        return self.predict_proba(X).argmax(1).astype(np.int64)
+
+    def predict_labels_proba(self, X) -> np.ndarray:
+        """Probabilities of the semi-supervised labels (columns in the order of ``classes_``)."""
+        features = self._features(X)
+        return self.model_.predict_label_proba(features.X, features.var_names, device=self.device, check=False)
+
+    def predict_labels(self, X) -> np.ndarray:
+        """The semi-supervised label of each sample, from the label head."""
+        return self.classes_[self.predict_labels_proba(X).argmax(1)]
+
+    def explain(self, X, *, n_background: int = 200, random_state: int = 0) -> np.ndarray:
+        """SHAP values of each sample's own cluster logit, feature by feature (pixels for images).
+
+        The background is a sample of ``X`` stratified by predicted cluster; values add up to
+        the sample's logit minus the background's mean logit (checked; see
+        :func:`den.tl.marker_features` for the explainers). Plot images with
+        :func:`den.pl.image_attributions`.
+
+        Returns
+        -------
+        ``(n_samples, n_features)`` float32 SHAP values.
+        """
+        from ._explain import explain
+        from .tl._groups import stratified_background
+
+        features = self._features(X)
+        rows = features.X if not hasattr(features.X, "toarray") else features.X.toarray()
+        rows = np.asarray(rows, dtype=np.float32)
+        clusters = self.predict(rows)
+        rng = np.random.default_rng(random_state)
+        background = rows[stratified_background(pd.Categorical(clusters), n_background, rng)]
+        values = np.zeros_like(rows)
+        for c in np.unique(clusters):
+            sel = clusters == c
+            readout = np.eye(self.model_.cluster_config["n_clusters"], dtype=np.float32)[c]
+            values[sel] = explain(
+                self.model_.cluster_net, readout, rows[sel], background, random_state=random_state
+            ).values
+        return values
+
+    def save(self, dir_path: str | Path, *, overwrite: bool = False) -> None:
+        """Write the trained networks and the parameters into a folder (JSON + ``.npz``; no pickle)."""
+        check_is_fitted(self, "model_")
+        self.model_.save(dir_path, overwrite=overwrite)
+        path = Path(dir_path) / CONFIG_FILE
+        meta = json.loads(path.read_text())
+        params = {k: list(v) if isinstance(v, tuple) else v for k, v in self.get_params().items()}
+        meta["estimator"] = {"params": params, "n_features_in": int(self.n_features_in_)}
+        if hasattr(self, "classes_"):
+            meta["estimator"]["classes"] = [c.item() if hasattr(c, "item") else c for c in self.classes_]
+        path.write_text(json.dumps(meta, indent=1))
+
+    @classmethod
+    def load(cls, dir_path: str | Path) -> DEN:
+        """Read an estimator written by :meth:`save` (a folder from :meth:`den.DENModel.save` loads too)."""
+        model = DENModel.load(dir_path)
+        meta = json.loads((Path(dir_path) / CONFIG_FILE).read_text())
+        info = meta.get("estimator", {})
+        params = dict(info.get("params", {}))
+        if "hidden" in params:
+            params["hidden"] = tuple(params["hidden"])  # JSON has no tuples
+        est = cls(**params)
+        est.model_ = model
+        est.n_features_in_ = int(info.get("n_features_in", model.config["n_genes"]))
+        shape = model.config.get("input_shape")
+        est.image_shape_ = tuple(shape) if shape is not None else None
+        if "classes" in info:
+            est.classes_ = np.asarray(info["classes"], dtype=object if isinstance(info["classes"][0], str) else None)
+        if model.has_clusters:
+            est.n_clusters_ = int(model.cluster_config["n_clusters"])
+        return est
+
+
+def encode_labels(y, n: int) -> tuple[np.ndarray, list]:
+    """Integer codes (``-1`` for unlabelled: ``-1``, ``NaN``, ``None``) and the sorted classes of ``y``."""
+    values = pd.Series(np.asarray(y, dtype=object).ravel() if not isinstance(y, pd.Series) else y.to_numpy())
+    if len(values) != n:
+        msg = f"y has {len(values)} labels but X has {n} samples; pass one label per sample (-1 or NaN: unlabelled)."
+        raise ValueError(msg)
+    missing = values.isna() | values.apply(
+        lambda v: isinstance(v, int | float | np.number) and not isinstance(v, bool) and v == -1
+    )
+    known = values[~missing]
+    if known.empty:
+        msg = "y has no labelled sample (every value is -1, NaN or None); pass y=None for unsupervised training."
+        raise ValueError(msg)
+    classes = sorted(set(known.tolist()), key=lambda v: (str(type(v)), v))
+    index = {c: i for i, c in enumerate(classes)}
+    codes = np.full(n, -1, dtype=np.int64)
+    codes[np.flatnonzero(~missing.to_numpy())] = [index[v] for v in known]
+    return codes, classes

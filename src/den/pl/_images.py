@@ -1,0 +1,80 @@
+"""SHAP attributions over pixels, drawn as images."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from den.pl._utils import doc_plot_params, finish
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+
+@doc_plot_params
+def image_attributions(
+    images,
+    shap_values: np.ndarray,
+    groups,
+    *,
+    image_shape: tuple[int, ...] | None = None,
+    max_groups: int = 12,
+    show: bool | None = None,
+    return_fig: bool = False,
+) -> Figure | None:
+    """Per group, the mean image and the mean SHAP value of every pixel (red: pushes into the group).
+
+    Draws what :meth:`den.DEN.explain` computed; the plot itself runs nothing.
+
+    Parameters
+    ----------
+    images
+        The explained images, ``(n, H, W)``, ``(n, C, H, W)`` or flattened ``(n, pixels)``.
+    shap_values
+        SHAP values from :meth:`den.DEN.explain`, ``(n, pixels)``.
+    groups
+        Group (cluster) of each image.
+    image_shape
+        ``(H, W)`` or ``(C, H, W)`` when ``images`` are flattened.
+    max_groups
+        Largest number of groups drawn (the largest groups).
+    show, return_fig
+        Show the plot (default: scanpy's ``autoshow``); return the
+        :class:`~matplotlib.figure.Figure` instead of the axes.
+    """
+    import matplotlib.pyplot as plt
+
+    images = np.asarray(images, dtype=np.float32)
+    shape = tuple(image_shape) if image_shape is not None else images.shape[1:]
+    if len(shape) == 3:  # (C, H, W): channels averaged for display
+        shape_hw = shape[1:]
+    elif len(shape) == 2:
+        shape_hw = shape
+    else:
+        msg = f"Cannot draw images of shape {shape}; pass image_shape=(H, W) or (C, H, W)."
+        raise ValueError(msg)
+    n = len(images)
+    flat, values = images.reshape(n, -1), np.asarray(shap_values).reshape(n, -1)
+    if values.shape != flat.shape:
+        msg = f"shap_values {values.shape} do not match the images {flat.shape}."
+        raise ValueError(msg)
+    groups = np.asarray(groups)
+    order = [g for g, _ in sorted(zip(*np.unique(groups, return_counts=True), strict=True), key=lambda t: -t[1])]
+    order = order[:max_groups]
+    fig, axes = plt.subplots(2, len(order), figsize=(1.6 * len(order), 3.4), squeeze=False)
+    lim = max(float(np.abs(values[groups == g].mean(0)).max()) for g in order) or 1.0
+    for col, g in enumerate(order):
+        sel = groups == g
+        mean_img = flat[sel].mean(0).reshape(shape).reshape(-1, *shape_hw).mean(0)
+        mean_shap = values[sel].mean(0).reshape(shape).reshape(-1, *shape_hw).sum(0)
+        axes[0, col].imshow(mean_img, cmap="gray_r")
+        axes[0, col].set_title(f"{g} (n={sel.sum()})", fontsize=8)
+        im = axes[1, col].imshow(mean_shap, cmap="RdBu_r", vmin=-lim, vmax=lim)
+        for ax in axes[:, col]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    axes[0, 0].set_ylabel("mean image")
+    axes[1, 0].set_ylabel("mean SHAP")
+    fig.colorbar(im, ax=axes[1, :].tolist(), fraction=0.02, pad=0.01, label="SHAP of own cluster's logit")
+    return finish(fig, axes[1, 0], show=show, return_fig=return_fig)

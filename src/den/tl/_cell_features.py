@@ -1,0 +1,108 @@
+"""`den.tl.cell_features`: SHAP values of single cells' den-cluster logits (for waterfall plots)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+from scanpy import logging as logg
+
+from den._explain import explain
+from den._utils import check_random_state, make_actual
+
+from ._groups import check_sizes, group_network, rows, stratified_background
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+
+
+def cell_features(
+    adata: AnnData,
+    cells: str | Sequence[str],
+    *,
+    key: str = "den",
+    cluster_key: str = "den_clusters",
+    n_background: int = 200,
+    explainer: Literal["auto", "deep", "gradient"] = "auto",
+    random_state: int | None = 0,
+    key_added: str = "den_cell_features",
+    copy: bool = False,
+) -> AnnData | None:
+    """Explain single cells: SHAP values of each cell's own den-cluster logit, gene by gene.
+
+    Each cell is explained against a seeded, cluster-stratified background of
+    ``n_background`` cells; :func:`den.pl.cell_features` draws the result as a waterfall.
+
+    Parameters
+    ----------
+    adata
+        AnnData on which :func:`den.tl.cluster` ran.
+    cells
+        Cell names (``obs_names``) to explain.
+    key, cluster_key
+        ``uns`` keys of the embedding and the clustering.
+    n_background
+        Background cells.
+    explainer
+        See :func:`den.tl.marker_features`.
+    random_state
+        Seed of the background draw.
+    key_added
+        ``uns`` key of the result.
+    copy
+        Return a copy instead of writing to ``adata``.
+
+    Returns
+    -------
+    Returns ``None`` or, with ``copy=True``, a copy of ``adata``, with
+    `adata.uns['den_cell_features' | key_added]`: ``values`` (cells x genes SHAP values),
+    ``cells``, ``groups`` (each cell's cluster), ``base_values``, ``outputs`` (the explained
+    logits), ``genes`` and ``params``.
+    """
+    start = logg.info("computing SHAP values of single cells")
+    cells = [cells] if isinstance(cells, str) else [str(c) for c in cells]
+    if not cells:
+        msg = "Pass at least one cell name to explain."
+        raise ValueError(msg)
+    check_sizes(n_background=n_background)
+    missing = [c for c in cells if c not in adata.obs_names]
+    if missing:
+        msg = f"Cells {missing[:5]} are not in adata.obs_names."
+        raise KeyError(msg)
+    if not adata.obs_names.is_unique:
+        msg = "adata.obs_names are not unique; run `adata.obs_names_make_unique()` first."
+        raise ValueError(msg)
+    seed = check_random_state(random_state)
+    gn = group_network(adata, cluster_key, key=key, random_state=seed)
+    idx = adata.obs_names.get_indexer(cells)
+    groups = np.asarray(adata.obs[cluster_key].astype(str))[idx]
+    bg = rows(gn, adata, stratified_background(gn.labels, n_background, np.random.default_rng(seed)))
+    values = np.zeros((len(cells), len(gn.model.var_names)), dtype=np.float32)
+    base, outputs = np.zeros(len(cells)), np.zeros(len(cells))
+    for g in np.unique(groups):
+        sel = np.flatnonzero(groups == g)
+        readout = np.eye(len(gn.categories), dtype=np.float32)[gn.categories.index(g)]
+        att = explain(gn.net, readout, rows(gn, adata, idx[sel]), bg, method=explainer, random_state=seed)
+        values[sel], base[sel], outputs[sel] = att.values, att.base_value, att.outputs
+    entry = {
+        "params": {
+            "key": key,
+            "cluster_key": cluster_key,
+            "n_background": n_background,
+            "explainer": explainer,
+            "random_state": seed,
+            "output": "logit",
+        },
+        "values": values,
+        "cells": np.asarray(cells, dtype=str),
+        "groups": groups.astype(str),
+        "base_values": base,
+        "outputs": outputs,
+        "genes": np.asarray(gn.model.var_names, dtype=str),
+    }
+    adata = adata.copy() if copy else adata
+    make_actual(adata)
+    adata.uns[key_added] = entry
+    logg.info("    finished", time=start, deep=f"added\n    {key_added!r}, SHAP values of single cells (adata.uns)")
+    return adata if copy else None

@@ -1,0 +1,759 @@
+"""The bad-input matrix: every bad input gets a clear error (type + message) and leaves the AnnData unchanged.
+
+Each case names the input, the exception and a fragment of its message (which names the problem and,
+where there is one, the fix). Warnings for valid but suspect input are at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy import sparse
+from snapshot import snapshot
+
+import den
+
+FAST = {"n_epochs": 2, "progress_bar": False}
+CFAST = {"head_epochs": 1, "finetune_epochs": 0, "progress_bar": False}
+MFAST = {"n_background": 20, "max_cells_per_group": 10, "progress_bar": False}
+
+
+def _check(adata, call, error, match):
+    before = snapshot(adata)
+    with pytest.raises(error, match=match):
+        call(adata)
+    assert snapshot(adata) == before, "a failed call modified the AnnData"
+
+
+# --- den.tl.embed: parameters ------------------------------------------------------------------------------------
+
+EMBED_PARAMS = [
+    ("n_components", 0, ValueError, r"n_components=0: it must be an integer >= 1"),
+    ("n_components", 2.5, TypeError, r"n_components=2\.5"),
+    ("n_components", "2", TypeError, r"n_components='2'"),
+    ("n_neighbors", 0, ValueError, r"n_neighbors=0"),
+    ("n_neighbors", -3, ValueError, r"n_neighbors=-3"),
+    ("n_neighbors", 2.5, TypeError, r"n_neighbors=2\.5: it must be an integer"),
+    ("n_neighbors", "10", TypeError, r"n_neighbors='10'"),
+    ("n_neighbors", True, TypeError, r"n_neighbors=True"),
+    ("n_neighbors", None, TypeError, r"n_neighbors=None"),
+    ("n_pcs", 0, ValueError, r"n_pcs=0: it must be None or an integer >= 1"),
+    ("n_pcs", 2.5, TypeError, r"n_pcs=2\.5"),
+    ("hidden", [0], ValueError, r"hidden=\[0\]"),
+    ("hidden", [-4, 8], ValueError, r"hidden=\[-4, 8\]"),
+    ("hidden", [2.5], ValueError, r"hidden=\[2\.5\]"),
+    ("hidden", 128, TypeError, r"hidden=128: it must be a list of integers"),
+    ("hidden", "128", TypeError, r"hidden='128'"),
+    ("loss", "umap", ValueError, r"loss='umap': it must be one of 'contrastive', 'paper'"),
+    ("loss", None, ValueError, r"loss=None"),
+    ("dof", 0, ValueError, r"dof=0: it must be None or a finite number > 0"),
+    ("dof", -1.0, ValueError, r"dof=-1\.0"),
+    ("dof", "3", TypeError, r"dof='3'"),
+    ("n_far", 0, ValueError, r"n_far=0"),
+    ("n_far", 1.5, TypeError, r"n_far=1\.5"),
+    ("n_epochs", 0, ValueError, r"n_epochs=0: it must be None or an integer >= 1"),
+    ("n_epochs", -1, ValueError, r"n_epochs=-1"),
+    ("n_epochs", 2.5, TypeError, r"n_epochs=2\.5"),
+    ("batch_size", 0, ValueError, r"batch_size=0: it must be an integer >= 2"),
+    ("batch_size", 1, ValueError, r"batch_size=1"),
+    ("batch_size", 64.0, TypeError, r"batch_size=64\.0"),
+    ("learning_rate", 0, ValueError, r"learning_rate=0: it must be a number in \(0, 1\]"),
+    ("learning_rate", -0.01, ValueError, r"learning_rate=-0\.01"),
+    ("learning_rate", 1e4, ValueError, r"learning_rate=10000\.0"),
+    ("learning_rate", float("nan"), ValueError, r"learning_rate=nan"),
+    ("learning_rate", "0.01", TypeError, r"learning_rate='0\.01'"),
+    ("min_dist", -1.0, ValueError, r"min_dist=-1\.0: it must be a finite number >= 0"),
+    ("min_dist", float("inf"), ValueError, r"min_dist=inf"),
+    ("input_noise", -0.1, ValueError, r"input_noise=-0\.1"),
+    ("input_noise", float("nan"), ValueError, r"input_noise=nan"),
+    ("ignore", 0.0, ValueError, r"ignore=0\.0: it must be a number in \(0, 1\]"),
+    ("ignore", 1.5, ValueError, r"ignore=1\.5"),
+    ("label_weight", -1.0, ValueError, r"label_weight=-1\.0"),
+    ("label_head", 1, TypeError, r"label_head=1: it must be True or False"),
+    ("label_head", "yes", TypeError, r"label_head='yes'"),
+    ("device", "mps", ValueError, r"device='mps': it must be 'auto', 'cpu', 'cuda' or 'cuda:N'"),
+    ("device", "gpu", ValueError, r"device='gpu'"),
+    ("device", "cuda:x", ValueError, r"device='cuda:x'"),
+    ("device", 5, ValueError, r"device=5"),
+    ("random_state", -1, ValueError, r"random_state=-1: it must be an integer in \[0, 2\*\*32 - 1\] or None"),
+    ("random_state", 2**40, ValueError, r"random_state=1099511627776"),
+    ("random_state", 2.5, TypeError, r"random_state=2\.5"),
+    ("random_state", "0", TypeError, r"random_state='0'"),
+    ("random_state", np.random.default_rng(0), TypeError, r"integer seed"),
+]
+
+
+@pytest.mark.parametrize(("name", "value", "error", "match"), EMBED_PARAMS, ids=lambda v: repr(v)[:20])
+def test_embed_bad_parameter(small, name, value, error, match):
+    _check(small, lambda a: den.tl.embed(a, **{**FAST, name: value}), error, match)
+
+
+def test_embed_paper_loss_takes_no_dof(small):
+    _check(small, lambda a: den.tl.embed(a, loss="paper", dof=3.0, **FAST), ValueError, r"dof=3\.0.*paper")
+
+
+def test_embed_ignore_needs_the_paper_loss(small):
+    _check(small, lambda a: den.tl.embed(a, ignore=0.9, **FAST), ValueError, r"ignore=0\.9.*loss='paper'")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_embed_cuda_unavailable(small):
+    _check(small, lambda a: den.tl.embed(a, device="cuda", **FAST), ValueError, r"CUDA is not available")
+
+
+# --- den.tl.embed: data ------------------------------------------------------------------------------------------
+
+
+def _dense(a):
+    a.X = a.X.toarray()
+    return a
+
+
+def _set(a, value, row=3, col=4):
+    a = _dense(a)
+    a.X[row, col] = value
+    return a
+
+
+def _float64_overflow(a):
+    a.X = a.X.toarray().astype(np.float64)
+    a.X[0, 0] = 1e300
+    return a
+
+
+def _sparse_inf(a):
+    a.X = a.X.copy()
+    a.X.data[5] = -np.inf
+    return a
+
+
+def _strings(a):
+    return ad.AnnData(np.full((a.n_obs, 3), "x", dtype=object), obs=a.obs)
+
+
+def _dup_genes(a):
+    a.var_names = ["g"] * 2 + list(a.var_names[2:])
+    return a
+
+
+def _constant(a):
+    a.X = np.ones(a.shape, dtype=np.float32)
+    return a
+
+
+def _no_x(a):
+    b = ad.AnnData(obs=a.obs, var=a.var)
+    b.layers["log"] = a.X
+    return b
+
+
+def _rep_3d(a):
+    a.obsm["X_bad"] = np.zeros((a.n_obs, 2, 2), dtype=np.float32)
+    return a
+
+
+def _nan_rep(a):
+    a.obsm["X_pca"] = np.random.default_rng(0).normal(size=(a.n_obs, 5))
+    a.obsm["X_pca"][0, 0] = np.nan
+    return a
+
+
+def _backed(a, tmp_path):
+    path = tmp_path / "b.h5ad"
+    _dense(a).write_h5ad(path)
+    return ad.read_h5ad(path, backed="r")
+
+
+EMBED_DATA = [
+    pytest.param(lambda a: _set(a, np.nan), {}, ValueError, "contains NaN or infinite", id="NaN"),
+    pytest.param(lambda a: _set(a, np.inf), {}, ValueError, "contains NaN or infinite", id="inf"),
+    pytest.param(_sparse_inf, {}, ValueError, "contains NaN or infinite", id="sparse -inf"),
+    pytest.param(_float64_overflow, {}, ValueError, "beyond the float32 range", id="float64 overflow"),
+    pytest.param(lambda a: a[:0].copy(), {}, ValueError, "empty", id="no cells"),
+    pytest.param(lambda a: a[:, :0].copy(), {}, ValueError, "empty", id="no genes"),
+    pytest.param(lambda a: a[:2].copy(), {}, ValueError, "at least 3 cells", id="two cells"),
+    pytest.param(_strings, {}, ValueError, "non-numeric", id="strings"),
+    pytest.param(_dup_genes, {}, ValueError, "var_names_make_unique", id="duplicate genes"),
+    pytest.param(_constant, {}, ValueError, "constant matrix", id="constant X"),
+    pytest.param(_no_x, {}, ValueError, "adata.X is None", id="X is None"),
+    pytest.param(lambda a: a, {"layer": "nope"}, KeyError, "Layer 'nope' not found", id="missing layer"),
+    pytest.param(lambda a: a, {"use_rep": "X_nope"}, KeyError, "use_rep='X_nope'", id="missing use_rep"),
+    pytest.param(_rep_3d, {"use_rep": "X_bad"}, ValueError, "2-D array", id="3-D use_rep"),
+    pytest.param(_nan_rep, {}, ValueError, "finite 2-D array", id="NaN in X_pca"),
+    pytest.param(lambda a: a, {"labels_key": "nope"}, KeyError, "labels_key='nope'", id="missing labels_key"),
+]
+
+
+@pytest.mark.parametrize(("make", "kwargs", "error", "match"), EMBED_DATA)
+def test_embed_bad_data(small, make, kwargs, error, match):
+    _check(make(small), lambda a: den.tl.embed(a, **FAST, **kwargs), error, match)
+
+
+def test_embed_all_labels_missing(small):
+    small.obs["known"] = np.nan
+    _check(small, lambda a: den.tl.embed(a, labels_key="known", **FAST), ValueError, "no labelled sample")
+
+
+def test_embed_backed(small, tmp_path):
+    backed = _backed(small, tmp_path)
+    with pytest.raises(TypeError, match=r"backed='r'.*to_memory"):
+        den.tl.embed(backed, **FAST)
+    backed.file.close()
+
+
+def test_embed_not_an_anndata():
+    with pytest.raises(TypeError, match="take an AnnData"):
+        den.tl.embed(np.zeros((10, 3)), **FAST)
+
+
+# --- den.tl.cluster ------------------------------------------------------------------------------------------------
+
+CLUSTER_PARAMS = [
+    ("n_clusters", 0, ValueError, r"n_clusters=0: it must be None or an integer >= 1"),
+    ("n_clusters", -2, ValueError, r"n_clusters=-2"),
+    ("n_clusters", 2.5, TypeError, r"n_clusters=2\.5"),
+    ("n_clusters", "3", TypeError, r"n_clusters='3'"),
+    ("n_clusters", 10_000, ValueError, r"n_clusters=10000: it must be below the number of cells"),
+    ("n_neighbors", 1, ValueError, r"n_neighbors=1: it must be an integer >= 2"),
+    ("n_neighbors", 0, ValueError, r"n_neighbors=0"),
+    ("resolution", 0, ValueError, r"resolution=0"),
+    ("resolution", -1.0, ValueError, r"resolution=-1\.0"),
+    ("resolution", float("nan"), ValueError, r"resolution=nan"),
+    ("gamma", 0, ValueError, r"gamma=0"),
+    ("gamma", float("inf"), ValueError, r"gamma=inf"),
+    ("max_clusters", 1, ValueError, r"max_clusters=1: it must be an integer >= 2"),
+    ("min_cluster_size", 0, ValueError, r"min_cluster_size=0"),
+    ("head_epochs", 0, ValueError, r"head_epochs=0: it must be an integer >= 1"),
+    ("head_epochs", -1, ValueError, r"head_epochs=-1"),
+    ("finetune_epochs", -1, ValueError, r"finetune_epochs=-1: it must be an integer >= 0"),
+    ("batch_size", 0, ValueError, r"batch_size=0"),
+    ("batch_size", 1, ValueError, r"batch_size=1"),
+    ("device", "mps", ValueError, r"device='mps'"),
+    ("random_state", -1, ValueError, r"random_state=-1"),
+]
+
+
+@pytest.mark.parametrize(("name", "value", "error", "match"), CLUSTER_PARAMS, ids=lambda v: repr(v)[:20])
+def test_cluster_bad_parameter(trained, name, value, error, match):
+    _check(trained, lambda a: den.tl.cluster(a, **{**CFAST, name: value}), error, match)
+
+
+def _drop_embedding(a):
+    del a.obsm["X_den"]
+    return a
+
+
+CLUSTER_DATA = [
+    pytest.param(lambda a: den.datasets.synthetic(100, 20, 2), {}, KeyError, r"Run `den.tl.embed", id="not embedded"),
+    pytest.param(lambda a: a, {"key": "other"}, KeyError, r"adata.uns\['other'\]", id="wrong key"),
+    pytest.param(_drop_embedding, {}, KeyError, r"obsm\['X_den'\] is missing", id="map deleted"),
+    pytest.param(lambda a: a[:, 3:].copy(), {}, KeyError, r"lacks 3 of the 80 genes", id="genes missing"),
+    pytest.param(lambda a: _set(a, np.nan), {}, ValueError, "NaN or infinite", id="NaN"),
+]
+
+
+@pytest.mark.parametrize(("make", "kwargs", "error", "match"), CLUSTER_DATA)
+def test_cluster_bad_data(trained, make, kwargs, error, match):
+    _check(make(trained), lambda a: den.tl.cluster(a, **CFAST, **kwargs), error, match)
+
+
+# --- den.tl.transform --------------------------------------------------------------------------------------------
+
+
+def test_transform_bad_reference_types(trained, tmp_path):
+    (tmp_path / "file.txt").write_text("x")
+    cases = [
+        (42, TypeError, "must be an AnnData, a den.DENModel or a model folder"),
+        (None, TypeError, "must be an AnnData"),
+        (tmp_path / "missing", FileNotFoundError, "is not a folder"),
+        (tmp_path / "file.txt", FileNotFoundError, "is not a folder"),
+        (tmp_path, FileNotFoundError, "not a den model folder"),
+        (den.datasets.synthetic(60, 80, 2), KeyError, r"Run `den.tl.embed"),
+    ]
+    query = trained.copy()
+    for ref, error, match in cases:
+        _check(query, lambda q, r=ref: den.tl.transform(q, r), error, match)
+
+
+def _query_dup_genes(a):
+    a.obsm.clear()
+    a.var_names = ["gene0"] * 2 + list(a.var_names[2:])
+    return a
+
+
+TRANSFORM_DATA = [
+    pytest.param(
+        lambda a: a[:, 5:].copy(), {}, KeyError, r"lacks 5 of the 80 genes .*: gene0, gene1", id="genes missing"
+    ),
+    pytest.param(_query_dup_genes, {}, ValueError, "var_names_make_unique", id="duplicate genes"),
+    pytest.param(lambda a: _set(a, np.nan), {}, ValueError, "NaN or infinite", id="NaN"),
+    pytest.param(lambda a: a[:0].copy(), {}, ValueError, "empty", id="no cells"),
+    pytest.param(lambda a: a, {"layer": "nope"}, KeyError, "Layer 'nope'", id="missing layer"),
+    pytest.param(_strings, {}, ValueError, "non-numeric", id="strings"),
+]
+
+
+@pytest.mark.parametrize(("make", "kwargs", "error", "match"), TRANSFORM_DATA)
+def test_transform_bad_query(trained, make, kwargs, error, match):
+    ref = trained.copy()
+    _check(make(trained.copy()), lambda q: den.tl.transform(q, ref, **kwargs), error, match)
+
+
+def test_transform_edited_cluster_categories(trained):
+    ref = trained.copy()
+    config = json.loads(ref.uns["den_clusters"]["model"]["config"])
+    config["categories"] = config["categories"][:-1]  # one fewer name than the network has outputs
+    ref.uns["den_clusters"]["model"]["config"] = json.dumps(config)
+    _check(trained.copy(), lambda q: den.tl.transform(q, ref), ValueError, "damaged or was edited")
+
+
+# --- den.tl.marker_features / differentiating_features / cell_features -------------------------------------------
+
+MARKER_CASES = [
+    pytest.param(lambda a: a, {"groupby": "nope"}, KeyError, r"groupby='nope' is not a column", id="missing groupby"),
+    pytest.param(
+        lambda a: a.obs.insert(0, "score", np.linspace(0, 1, a.n_obs)) or a,
+        {"groupby": "score"},
+        ValueError,
+        "is numeric",
+        id="numeric groupby",
+    ),
+    pytest.param(
+        lambda a: a.obs.insert(0, "one", "x") or a, {"groupby": "one"}, ValueError, "at least two", id="single group"
+    ),
+    pytest.param(lambda a: a, {"n_background": 0}, ValueError, "n_background", id="n_background 0"),
+    pytest.param(lambda a: a, {"max_cells_per_group": 0}, ValueError, "max_cells_per_group", id="max cells 0"),
+    pytest.param(lambda a: a, {"explainer": "lime"}, ValueError, "Unknown explainer", id="bad explainer"),
+    pytest.param(lambda a: a, {"direction": "down"}, ValueError, "direction='down'", id="bad direction"),
+    pytest.param(lambda a: a, {"key": "nope"}, KeyError, r"No den model in adata.uns\['nope'\]", id="bad key"),
+]
+
+
+def _nan_groups(a):
+    a.obs["g"] = a.obs["group"].astype(object)
+    a.obs.iloc[0, a.obs.columns.get_loc("g")] = np.nan
+    return a
+
+
+@pytest.mark.parametrize(("make", "kwargs", "error", "match"), MARKER_CASES)
+def test_marker_features_bad_input(trained, make, kwargs, error, match):
+    _check(make(trained), lambda a: den.tl.marker_features(a, **{**MFAST, **kwargs}), error, match)
+
+
+def test_marker_features_missing_values_in_groupby(trained):
+    a = _nan_groups(trained)
+    _check(a, lambda x: den.tl.marker_features(x, groupby="g", **MFAST), ValueError, "missing values")
+
+
+def test_marker_features_before_clustering(small):
+    den.tl.embed(small, **FAST)
+    _check(small, lambda a: den.tl.marker_features(a, **MFAST), KeyError, r"Run `den.tl.cluster")
+
+
+DIFF_CASES = [
+    pytest.param(("0", "99"), {}, KeyError, r"'99' is not a group", id="missing group"),
+    pytest.param(("0", "0"), {}, ValueError, "the same group", id="same group"),
+    pytest.param(("nope", "x"), {"groupby": None}, KeyError, "obs_names", id="missing cell"),
+    pytest.param(("0", "1"), {"groupby": "nope"}, KeyError, "groupby='nope'", id="missing groupby"),
+    pytest.param(("0", "1"), {"max_cells": 0}, ValueError, "max_cells", id="max_cells 0"),
+    pytest.param(("0", "1"), {"explainer": "x"}, ValueError, "Unknown explainer", id="bad explainer"),
+]
+
+
+@pytest.mark.parametrize(("groups", "kwargs", "error", "match"), DIFF_CASES)
+def test_differentiating_bad_input(trained, groups, kwargs, error, match):
+    _check(trained, lambda a: den.tl.differentiating_features(a, *groups, **kwargs), error, match)
+
+
+@pytest.mark.parametrize(
+    ("cells", "error", "match"),
+    [
+        pytest.param(["nope"], KeyError, "not in adata.obs_names", id="missing cell"),
+        pytest.param([], ValueError, "at least one cell", id="no cells"),
+    ],
+)
+def test_cell_features_bad_input(trained, cells, error, match):
+    _check(trained, lambda a: den.tl.cell_features(a, cells), error, match)
+
+
+def test_cell_features_duplicate_obs_names(trained):
+    trained.obs_names = ["c"] * 2 + list(trained.obs_names[2:])
+    _check(trained, lambda a: den.tl.cell_features(a, ["c"]), ValueError, "obs_names_make_unique")
+
+
+# --- model folders --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def saved(trained, tmp_path):
+    path = tmp_path / "m"
+    den.DENModel.from_adata(trained).save(path)
+    return path
+
+
+def _write_weights(path, arrays):
+    np.savez(path / "weights.npz", **arrays)
+
+
+MODEL_DAMAGE = [
+    pytest.param(
+        lambda p: (p / "config.json").write_text("{not json"), ValueError, "config.json' is damaged", id="bad json"
+    ),
+    pytest.param(
+        lambda p: (p / "config.json").write_text("[1, 2]"), ValueError, "not a den model config", id="json not a dict"
+    ),
+    pytest.param(
+        lambda p: (p / "weights.npz").write_bytes(np.random.default_rng(0).bytes(500)),
+        ValueError,
+        "weights.npz' is damaged",
+        id="random bytes",
+    ),
+    pytest.param(lambda p: (p / "weights.npz").write_bytes(b""), ValueError, "damaged", id="empty weights"),
+    pytest.param(
+        lambda p: (p / "weights.npz").unlink(), FileNotFoundError, "not a den model folder", id="weights missing"
+    ),
+    pytest.param(
+        lambda p: (p / "config.json").unlink(), FileNotFoundError, "not a den model folder", id="config missing"
+    ),
+    pytest.param(
+        lambda p: _write_weights(p, {"encoder/x": np.zeros(3)}), ValueError, "do not fit its config", id="wrong weights"
+    ),
+]
+
+
+@pytest.mark.parametrize(("damage", "error", "match"), MODEL_DAMAGE)
+def test_damaged_model_folder(saved, damage, error, match):
+    damage(saved)
+    with pytest.raises(error, match=match) as info:
+        den.DENModel.load(saved)
+    assert str(saved) in str(info.value) or "den model" in str(info.value)
+
+
+def test_nan_weights_refused(saved):
+    with np.load(saved / "weights.npz") as f:
+        arrays = {k: f[k] for k in f.files}
+    key = next(k for k in arrays if k.endswith("weight") and arrays[k].dtype.kind == "f" and "mlp" in k)
+    arrays[key] = arrays[key].copy()
+    arrays[key].flat[0] = np.nan
+    _write_weights(saved, arrays)
+    with pytest.raises(ValueError, match="NaN or infinite.*damaged"):
+        den.DENModel.load(saved)
+
+
+def test_newer_format_refused(saved):
+    meta = json.loads((saved / "config.json").read_text())
+    meta["config"]["format_version"] = 99
+    (saved / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="newer den.*Upgrade scden"):
+        den.DENModel.load(saved)
+
+
+def test_unknown_encoder_refused(saved):
+    meta = json.loads((saved / "config.json").read_text())
+    meta["config"]["encoder"] = "transformer"
+    (saved / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="Unknown encoder 'transformer'"):
+        den.DENModel.load(saved)
+
+
+def test_save_onto_a_file(trained, tmp_path):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(FileExistsError, match="not an empty folder"):
+        den.DENModel.from_adata(trained).save(tmp_path / "f")
+
+
+# --- DENModel's public inference ------------------------------------------------------------------------------------
+
+MODEL_INPUTS = [
+    pytest.param(lambda X: np.where(np.arange(X.shape[0])[:, None] == 0, np.nan, X), ValueError, "NaN", id="NaN rows"),
+    pytest.param(lambda X: X[:, :10], ValueError, "10 columns but the model reads 80", id="wrong width"),
+    pytest.param(lambda X: X[0], ValueError, "numeric 2-D matrix", id="1-D"),
+    pytest.param(lambda X: np.full(X.shape, "a"), ValueError, "numeric 2-D matrix", id="strings"),
+]
+
+
+@pytest.mark.parametrize(("make", "error", "match"), MODEL_INPUTS)
+@pytest.mark.parametrize("method", ["embed", "predict_proba", "hidden"])
+def test_model_inference_checks_input(trained, make, error, match, method):
+    model = den.DENModel.from_adata(trained)
+    X = trained.X.toarray()
+    with pytest.raises(error, match=match):
+        getattr(model, method)(make(X))
+
+
+@pytest.mark.parametrize("kind", ["coo", "list", "torch"])
+def test_model_inference_accepts_other_containers(trained, kind):
+    model = den.DENModel.from_adata(trained)
+    X = trained.X.toarray()
+    other = {"coo": sparse.coo_matrix(X), "list": X.tolist(), "torch": torch.from_numpy(X)}[kind]
+    np.testing.assert_allclose(model.embed(other), model.embed(X), rtol=1e-5, atol=1e-5)
+
+
+def test_model_without_clusters(small):
+    den.tl.embed(small, **FAST)
+    model = den.DENModel.from_adata(small)
+    with pytest.raises(ValueError, match="no clustering network"):
+        model.predict_proba(small.X)
+    with pytest.raises(ValueError, match="no label head"):
+        model.predict_label_proba(small.X)
+
+
+# --- den.DEN ----------------------------------------------------------------------------------------------------
+
+X_GOOD = np.random.default_rng(0).normal(size=(60, 5)).astype(np.float32)
+
+ESTIMATOR_FIT = [
+    pytest.param(np.where(np.eye(60, 5) > 0, np.nan, X_GOOD), None, ValueError, "NaN", id="NaN"),
+    pytest.param(X_GOOD[:2], None, ValueError, "minimum of 3", id="two samples"),
+    pytest.param(X_GOOD[:, 0], None, ValueError, "2D array", id="1-D"),
+    pytest.param(X_GOOD.astype(complex), None, ValueError, "[Cc]omplex", id="complex"),
+    pytest.param("abc", None, TypeError, "numpy array", id="string"),
+    pytest.param(X_GOOD, np.zeros(7), ValueError, "one label per sample", id="y length"),
+    pytest.param(X_GOOD, np.full(60, -1), ValueError, "no labelled sample", id="y all unlabelled"),
+    pytest.param(np.ones((60, 5)), None, ValueError, "constant matrix", id="constant"),
+]
+
+
+@pytest.mark.parametrize(("X", "y", "error", "match"), ESTIMATOR_FIT)
+def test_estimator_fit_bad_input(X, y, error, match):
+    with pytest.raises(error, match=match):
+        den.DEN(n_epochs=2).fit(X, y)
+
+
+@pytest.mark.parametrize(
+    ("params", "error", "match"),
+    [
+        pytest.param({"cluster": "yes"}, TypeError, "cluster='yes'", id="cluster"),
+        pytest.param({"resolution": 0}, ValueError, "resolution=0", id="resolution"),
+        pytest.param({"encoder": "rnn"}, ValueError, "encoder='rnn'", id="encoder"),
+        pytest.param({"encoder": "conv"}, ValueError, "needs images", id="conv on vectors"),
+        pytest.param({"max_clusters": 1}, ValueError, "max_clusters=1", id="max_clusters"),
+    ],
+)
+def test_estimator_bad_params(params, error, match):
+    with pytest.raises(error, match=match):
+        den.DEN(n_epochs=2, **params).fit(X_GOOD)
+
+
+def test_estimator_without_clusters_cannot_predict():
+    est = den.DEN(n_epochs=2, cluster=False).fit(X_GOOD)
+    with pytest.raises(ValueError, match="no clustering network"):
+        est.predict(X_GOOD)
+    with pytest.raises(ValueError, match="no label head"):
+        est.predict_labels_proba(X_GOOD)
+
+
+# --- the CLI ---------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "match"),
+    [
+        pytest.param(["demo", "--epochs", "0"], 2, "must be at least 1", id="epochs 0"),
+        pytest.param(["demo", "--epochs", "-1"], 2, "must be at least 1", id="epochs -1"),
+        pytest.param(["demo", "--epochs", "abc"], 2, "not an integer", id="epochs abc"),
+        pytest.param(["demo", "--seed", "-1"], 2, r"must be in \[0", id="seed -1"),
+        pytest.param(["demo", "--seed", "x"], 2, "not an integer", id="seed x"),
+        pytest.param(["demo", "--out", ""], 2, "output folder is empty", id="out empty"),
+        pytest.param(["demo", "--nope"], 2, "unrecognized arguments", id="unknown option"),
+        pytest.param(["nope"], 2, "invalid choice", id="unknown command"),
+        pytest.param([], 2, "required", id="no command"),
+    ],
+)
+def test_cli_usage_errors(argv, code, match, capsys):
+    from den.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == code
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert pytest.importorskip("re").search(match, err)
+
+
+def test_cli_out_is_a_file(tmp_path, capsys):
+    from den.cli import main
+
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(SystemExit) as info:
+        main(["demo", "--out", str(tmp_path / "f")])
+    assert info.value.code == 1
+    err = capsys.readouterr().err
+    assert "is a file, not a folder" in err and "Traceback" not in err
+
+
+def test_cli_out_cannot_be_created(tmp_path, capsys):
+    from den.cli import main
+
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(SystemExit) as info:
+        main(["demo", "--out", str(tmp_path / "f" / "sub")])  # below a file
+    assert info.value.code == 1
+    assert "cannot create --out" in capsys.readouterr().err
+
+
+def test_cli_failure_is_one_line(monkeypatch, tmp_path, capsys):
+    import den.cli
+
+    def boom(*a, **k):
+        raise RuntimeError("something broke")
+
+    monkeypatch.setattr(den.cli, "demo", boom)
+    assert den.cli.main(["demo", "--out", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    assert err.strip() == "den: error: RuntimeError: something broke (run with --debug for the traceback)"
+    with pytest.raises(RuntimeError, match="something broke"):
+        den.cli.main(["demo", "--out", str(tmp_path / "o"), "--debug"])
+
+
+# --- plots: results missing -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("plot", "kwargs", "match"),
+    [
+        pytest.param(den.pl.history, {}, "den.tl.embed", id="history"),
+        pytest.param(den.pl.spectrum, {}, "den.tl.cluster", id="spectrum"),
+        pytest.param(den.pl.marker_features, {}, "den.tl.marker_features", id="marker_features"),
+        pytest.param(den.pl.shap_summary, {"group": "0"}, "den.tl.marker_features", id="shap_summary"),
+        pytest.param(den.pl.cell_features, {"cell": "c"}, "den.tl.cell_features", id="cell_features"),
+        pytest.param(
+            den.pl.differentiating_features,
+            {"group1": "0", "group2": "1"},
+            "den.tl.differentiating_features",
+            id="differentiating",
+        ),
+        pytest.param(den.pl.embedding, {}, "den.tl.embed", id="embedding"),
+    ],
+)
+def test_plot_without_results(small, plot, kwargs, match):
+    _check(small, lambda a: plot(a, show=False, **kwargs), KeyError, match)
+
+
+def test_image_attributions_bad_shapes():
+    with pytest.raises(ValueError, match="do not match the images"):
+        den.pl.image_attributions(np.zeros((4, 8, 8)), np.zeros((4, 10)), np.zeros(4), show=False)
+    with pytest.raises(ValueError, match="Cannot draw images"):
+        den.pl.image_attributions(np.zeros((4, 64)), np.zeros((4, 64)), np.zeros(4), show=False)
+
+
+# --- names that survive writing -------------------------------------------------------------------------------------
+
+
+def test_group_names_with_slashes_survive_h5ad_and_zarr(trained, tmp_path):
+    trained.obs["cell type"] = trained.obs["group"].cat.rename_categories(["CD4+/CD25 T", "B/plasma", "NK"])
+    den.tl.marker_features(trained, groupby="cell type", key_added="m", **MFAST)
+    den.tl.differentiating_features(
+        trained, "CD4+/CD25 T", "B/plasma", groupby="cell type", max_cells=10, n_background=10
+    )
+    trained.write_h5ad(tmp_path / "a.h5ad")
+    trained.write_zarr(tmp_path / "a.zarr")
+    for back in (ad.read_h5ad(tmp_path / "a.h5ad"), ad.read_zarr(tmp_path / "a.zarr")):
+        entry = back.uns["m"]
+        assert set(entry["names"].dtype.names) == {"CD4+/CD25 T", "B/plasma", "NK"}
+        assert list(entry["groups"]) == list(trained.uns["m"]["groups"])
+        store = back.uns["den_differentiating_features"]
+        assert len(store) == 1
+        (comparison,) = store.values()
+        assert comparison["params"]["group1"] == "CD4+/CD25 T"
+        ax = den.pl.differentiating_features(back, "CD4+/CD25 T", "B/plasma", show=False)
+        assert ax is not None
+
+
+def test_unused_categories_are_ignored(trained):
+    """Subsetting leaves unused categories behind; they must not crash the head or the explainer."""
+    trained.obs["g"] = pd.Categorical(trained.obs["group"], categories=[*trained.obs["group"].cat.categories, "gone"])
+    den.tl.marker_features(trained, groupby="g", key_added="m", **MFAST)
+    assert "gone" not in trained.uns["m"]["names"].dtype.names
+
+
+# --- honest warnings for valid but suspect input --------------------------------------------------------------------
+
+
+def test_warns_raw_counts(small):
+    small.X = small.layers["counts"]
+    with pytest.warns(UserWarning, match="raw counts"):
+        den.tl.embed(small, **FAST)
+
+
+def test_warns_query_on_another_scale(trained):
+    query = trained.copy()
+    query.X = trained.X * 1000  # e.g. counts where the reference was log1p
+    with pytest.warns(UserWarning, match="another scale"):
+        den.tl.transform(query, trained)
+
+
+def test_no_scale_warning_for_a_matching_query(trained):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        den.tl.transform(trained[:50].copy(), trained)
+
+
+def test_no_scale_warning_for_a_split_of_scaled_data(pbmc_embedded):
+    """pbmc68k_reduced's X is z-scored (centred): totals per cell are meaningless there, a random split is not off."""
+    rng = np.random.default_rng(0)
+    query = pbmc_embedded[rng.random(pbmc_embedded.n_obs) < 0.2].copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        den.tl.transform(query, pbmc_embedded)
+
+
+def test_warns_uncentred_query_on_a_centred_reference(pbmc_embedded):
+    query = pbmc_embedded[:100].copy()
+    query.X = np.expm1(np.abs(query.X)) * 50  # counts-like where the reference was scaled
+    with pytest.warns(UserWarning, match="another scale"):
+        den.tl.transform(query, pbmc_embedded)
+
+
+def test_warns_duplicate_cell_names(small):
+    small.obs_names = ["c"] * 2 + list(small.obs_names[2:])
+    with pytest.warns(UserWarning, match="obs_names_make_unique"):
+        den.tl.embed(small, **FAST)
+
+
+def test_warns_single_cluster(small):
+    den.tl.embed(small, **FAST)
+    with pytest.warns(UserWarning, match="single cluster"):
+        den.tl.cluster(small, min_cluster_size=10_000, **CFAST)  # every cluster but the largest dissolves
+
+
+def test_warns_tiny_groups(trained):
+    trained.obs["g"] = trained.obs["group"].astype(str)
+    trained.obs.iloc[:3, trained.obs.columns.get_loc("g")] = "rare"
+    with pytest.warns(UserWarning, match="fewer than 5 cells"):
+        den.tl.marker_features(trained, groupby="g", key_added="m", **MFAST)
+
+
+def test_warns_collapsed_map():
+    from den._embedding import warn_if_collapsed
+
+    with pytest.warns(UserWarning, match="collapsed"):
+        warn_if_collapsed(np.zeros((50, 2)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_if_collapsed(np.random.default_rng(0).normal(size=(50, 2)))
+
+
+def test_warns_n_neighbors_too_large(small):
+    with pytest.warns(UserWarning, match="too large"):
+        den.tl.embed(small[:20].copy(), n_neighbors=50, **FAST)
+
+
+# --- small data that works -----------------------------------------------------------------------------------------
+
+
+def test_thirty_cells_three_groups():
+    adata = den.datasets.synthetic(30, 60, 3, n_markers=10, marker_fold=10, random_state=0)
+    den.tl.embed(adata, progress_bar=False)
+    den.tl.cluster(adata, progress_bar=False)
+    assert adata.uns["den_clusters"]["n_clusters"] == 3
+    from sklearn.metrics import adjusted_rand_score
+
+    assert adjusted_rand_score(adata.obs["group"], adata.obs["den_clusters"]) > 0.9
+    den.tl.marker_features(adata, progress_bar=False)

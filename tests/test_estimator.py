@@ -1,0 +1,169 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy import sparse
+from sklearn.base import clone
+from sklearn.datasets import make_blobs
+from sklearn.metrics import adjusted_rand_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+import den
+
+FAST = {"n_epochs": 5, "random_state": 0}
+
+
+@pytest.fixture(scope="module")
+def blobs():
+    X, y = make_blobs(n_samples=300, n_features=10, centers=4, cluster_std=1.0, random_state=0)
+    return X.astype(np.float32), y
+
+
+@pytest.fixture(scope="module")
+def fitted(blobs):
+    return den.DEN(**FAST).fit(blobs[0])
+
+
+#: checks that cannot pass, with the reason (any other failing check fails this test)
+EXPECTED_FAILED_CHECKS = dict.fromkeys(
+    ("check_estimator_sparse_array", "check_estimator_sparse_matrix"),
+    "the check sizes predict_proba by the classifier tags (2 or 4 classes); DEN is a clusterer, its "
+    "predict_proba has one column per cluster found, and DEN has no classifier tags",
+)
+
+
+def test_check_estimator():
+    """scikit-learn's own estimator checks pass (two skipped, with the reason above)."""
+    from sklearn.utils.estimator_checks import check_estimator
+
+    results = check_estimator(
+        den.DEN(n_epochs=3, max_clusters=5), expected_failed_checks=EXPECTED_FAILED_CHECKS, on_fail=None
+    )
+    failed = {r["check_name"]: str(r["exception"])[:200] for r in results if r["status"] == "failed"}
+    assert not failed
+    xfailed = {r["check_name"] for r in results if r["status"] == "xfail"}
+    assert xfailed <= set(EXPECTED_FAILED_CHECKS)
+
+
+def test_sparse_fit_predict_proba(blobs):
+    """What the two skipped checks would test, with DEN's own shapes: sparse input fits and predicts."""
+    from scipy import sparse as sp
+
+    X = sp.csr_matrix(blobs[0][:100])
+    est = den.DEN(**FAST).fit(X)
+    assert est.predict(X).shape == (100,)
+    assert est.predict_proba(X).shape == (100, est.n_clusters_)
+
+
+def test_fit_transform_predict(blobs, fitted):
+    X, y = blobs
+    assert fitted.embedding_.shape == (300, 2) and fitted.embedding_.dtype == np.float32
+    np.testing.assert_allclose(fitted.transform(X), fitted.embedding_, atol=1e-6)
+    assert fitted.n_clusters_ == 4 and adjusted_rand_score(y, fitted.labels_) > 0.95
+    proba = fitted.predict_proba(X[:10])
+    np.testing.assert_allclose(proba.sum(1), 1, atol=1e-5)
+    np.testing.assert_array_equal(fitted.predict(X[:10]), proba.argmax(1))
+    assert fitted.n_features_in_ == 10 and len(fitted.history_) == 5
+
+
+def test_fit_predict_and_fit_transform(blobs, fitted):
+    X = blobs[0]
+    est = den.DEN(**FAST)
+    np.testing.assert_array_equal(est.fit_predict(X), fitted.labels_)
+    np.testing.assert_allclose(den.DEN(**FAST).fit_transform(X), fitted.embedding_, atol=1e-6)
+
+
+def test_reproducible_and_seeded(blobs):
+    X = blobs[0][:120]
+    a = den.DEN(cluster=False, **FAST).fit_transform(X)
+    b = den.DEN(cluster=False, **FAST).fit_transform(X)
+    c = den.DEN(cluster=False, n_epochs=5, random_state=1).fit_transform(X)
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c)
+
+
+@pytest.mark.parametrize("kind", ["csr", "torch", "list"])
+def test_input_types_agree(blobs, kind):
+    X = blobs[0][:120]
+    ref = den.DEN(cluster=False, **FAST).fit_transform(X)
+    other = {"csr": sparse.csr_matrix(X), "torch": torch.from_numpy(X), "list": X.tolist()}[kind]
+    got = den.DEN(cluster=False, **FAST).fit_transform(other)
+    np.testing.assert_allclose(got, ref, atol=0.05 if kind == "csr" else 1e-5)
+
+
+def test_images_use_the_conv_encoder():
+    rng = np.random.default_rng(0)
+    images = np.zeros((120, 8, 8), dtype=np.float32)
+    labels = np.repeat([0, 1, 2], 40)
+    for k, c in enumerate(labels):  # a bright square in one of three corners
+        r0, c0 = [(0, 0), (0, 4), (4, 0)][c]
+        images[k, r0 : r0 + 4, c0 : c0 + 4] = 1
+    images += rng.normal(0, 0.1, images.shape).astype(np.float32)
+    est = den.DEN(n_epochs=20, n_clusters=3, random_state=0).fit(images)
+    assert est.model_.config["encoder"] == "conv" and est.model_.config["input_shape"] == [1, 8, 8]
+    assert est.image_shape_ == (1, 8, 8)
+    assert adjusted_rand_score(labels, est.labels_) > 0.9
+    np.testing.assert_allclose(est.transform(images[:, None]), est.embedding_, atol=1e-5)  # (n, C, H, W) too
+
+
+def test_conv_needs_images(blobs):
+    with pytest.raises(ValueError, match="needs images"):
+        den.DEN(encoder="conv", **FAST).fit(blobs[0])
+
+
+def test_save_load(tmp_path, blobs, fitted):
+    fitted.save(tmp_path / "m")
+    back = den.DEN.load(tmp_path / "m")
+    assert back.get_params() == fitted.get_params()
+    np.testing.assert_array_equal(back.transform(blobs[0]), fitted.transform(blobs[0]))
+    np.testing.assert_array_equal(back.predict(blobs[0]), fitted.predict(blobs[0]))
+    # the same folder is a DENModel folder
+    assert den.DENModel.load(tmp_path / "m").has_clusters
+
+
+def test_semi_supervised(blobs):
+    X, y = blobs
+    partial = np.where(np.arange(len(y)) % 5 == 0, y, -1)  # 20 % labelled
+    est = den.DEN(**FAST).fit(X, partial)
+    assert list(est.classes_) == [0, 1, 2, 3]
+    assert (est.predict_labels(X) == y).mean() > 0.95
+    strings = np.where(partial >= 0, np.array(["a", "b", "c", "d"])[y], None)
+    est = den.DEN(cluster=False, **FAST).fit(X, strings)
+    assert list(est.classes_) == ["a", "b", "c", "d"]
+    assert est.predict_labels_proba(X[:3]).shape == (3, 4)
+
+
+def test_semi_supervised_bad_y(blobs):
+    X = blobs[0]
+    with pytest.raises(ValueError, match="no labelled sample"):
+        den.DEN(**FAST).fit(X, np.full(len(X), -1))
+    with pytest.raises(ValueError, match="one label per sample"):
+        den.DEN(**FAST).fit(X, np.zeros(3))
+
+
+def test_in_a_pipeline_and_cloned(blobs):
+    pipe = make_pipeline(StandardScaler(), den.DEN(cluster=False, **FAST))
+    assert pipe.fit_transform(blobs[0][:100]).shape == (100, 2)
+    est = clone(den.DEN(n_neighbors=7))
+    assert est.get_params()["n_neighbors"] == 7 and not hasattr(est, "model_")
+
+
+def test_params_checked_at_fit(blobs):
+    with pytest.raises(ValueError, match=r"n_neighbors=0.*integer >= 1"):
+        den.DEN(n_neighbors=0).fit(blobs[0])
+    with pytest.raises(TypeError, match=r"n_epochs=2.5"):
+        den.DEN(n_epochs=2.5).fit(blobs[0])
+
+
+def test_wrong_width_at_transform(fitted):
+    with pytest.raises(ValueError, match="X has 3 features, but DEN is expecting 10"):
+        fitted.transform(np.zeros((4, 3)))
+
+
+def test_not_fitted():
+    from sklearn.exceptions import NotFittedError
+
+    with pytest.raises(NotFittedError):
+        den.DEN().transform(np.zeros((4, 3)))
