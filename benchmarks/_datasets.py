@@ -113,12 +113,12 @@ def _fashion_dir() -> Path:
 
 
 def fashion_mnist(split: str = "t10k") -> tuple[np.ndarray, np.ndarray]:
-    """Images ``(n, 28, 28)`` as uint8 and labels of a Fashion-MNIST split (``"t10k"`` or ``"train"``)."""
+    """Images ``(n, 28, 28)`` as uint8 and labels (int64: -1 can mark unlabelled ones) of a Fashion-MNIST split (``"t10k"`` or ``"train"``)."""
     folder = _fashion_dir()
     with gzip.open(folder / f"{split}-images-idx3-ubyte.gz") as f:
         images = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28)
     with gzip.open(folder / f"{split}-labels-idx1-ubyte.gz") as f:
-        labels = np.frombuffer(f.read(), np.uint8, offset=8)
+        labels = np.frombuffer(f.read(), np.uint8, offset=8).astype(np.int64)
     return images, labels
 
 

@@ -93,7 +93,8 @@ def test_input_types_agree(blobs, kind):
     np.testing.assert_allclose(got, ref, atol=0.05 if kind == "csr" else 1e-5)
 
 
-def test_images_use_the_conv_encoder():
+@pytest.mark.parametrize("encoder", ["auto", "conv"])
+def test_images(encoder):
     rng = np.random.default_rng(0)
     images = np.zeros((120, 8, 8), dtype=np.float32)
     labels = np.repeat([0, 1, 2], 40)
@@ -101,8 +102,11 @@ def test_images_use_the_conv_encoder():
         r0, c0 = [(0, 0), (0, 4), (4, 0)][c]
         images[k, r0 : r0 + 4, c0 : c0 + 4] = 1
     images += rng.normal(0, 0.1, images.shape).astype(np.float32)
-    est = den.DEN(n_epochs=20, n_clusters=3, random_state=0).fit(images)
-    assert est.model_.config["encoder"] == "conv" and est.model_.config["input_shape"] == [1, 8, 8]
+    est = den.DEN(n_epochs=20, n_clusters=3, random_state=0, encoder=encoder).fit(images)
+    if encoder == "conv":
+        assert est.model_.config["encoder"] == "conv" and est.model_.config["input_shape"] == [1, 8, 8]
+    else:  # the MLP reads the flattened pixels
+        assert est.model_.config["encoder"] == "mlp" and len(est.model_.var_names) == 64
     assert est.image_shape_ == (1, 8, 8)
     assert adjusted_rand_score(labels, est.labels_) > 0.9
     np.testing.assert_allclose(est.transform(images[:, None]), est.embedding_, atol=1e-5)  # (n, C, H, W) too

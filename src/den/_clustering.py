@@ -10,8 +10,10 @@ import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 from torch import nn
 
+from ._calibration import calibrate, held_out_split
 from ._config import ClusterConfig
 from ._data import Features
 from ._embedding import representation
@@ -68,40 +70,63 @@ def _epochs(n_epochs: int, n_cells: int, batch_size: int, *, min_steps: int) -> 
     return max(n_epochs, math.ceil(min_steps / steps_per_epoch)) if n_epochs > 0 else 0
 
 
-def train_cluster_net(
-    model: DENModel, front: np.ndarray, labels: np.ndarray, config: ClusterConfig, seed: int, progress_bar: bool
-) -> dict:
+@dataclass
+class TrainedClassifier:
+    """A network from the encoder's front outputs to class logits, with its calibration."""
+
+    net: nn.Sequential  #: (encoder copy without its output layer, linear head)
+    calibration: dict[str, float]  #: ``temperature`` and held-out ``ece`` (see :mod:`den._calibration`)
+    history: dict[str, list[float]]
+
+
+def train_classifier(
+    model: DENModel,
+    front: np.ndarray,
+    labels: np.ndarray,
+    *,
+    head_epochs: int,
+    finetune_epochs: int,
+    batch_size: int,
+    device,
+    seed: int,
+    progress_bar: bool,
+    name: str = "cluster",
+) -> TrainedClassifier:
     """Learn ``labels``: a linear head on the encoder's frozen last hidden layer, then head + encoder copy end to end.
 
-    ``front`` holds the encoder's frozen-front outputs of the training cells (what its body reads).
+    ``front`` holds the encoder's frozen-front outputs of the cells (what its body reads). A
+    stratified 20 % of the cells is held out of training: they fit the temperature of the
+    probabilities and, cross-fitted in two halves, measure their calibration error.
     """
-    device = get_device(config.device)
+    device = get_device(device)
     k = int(labels.max()) + 1
+    split = held_out_split(labels, seed)
     with torch_seed(seed):
         net = model.make_cluster_net(k)
     encoder, head = net[0], net[1]
-    hidden = predict(encoder.body.to(device), [front], device=device)
+    x_train, y_train = front[split.train], labels[split.train]
+    hidden = predict(encoder.body.to(device), [x_train], device=device)
     stages = {  # (network, its inputs, epochs, minimum steps, progress label)
-        "head": (head, hidden, config.head_epochs, HEAD_MIN_STEPS, "DEN cluster head"),
+        "head": (head, hidden, head_epochs, HEAD_MIN_STEPS, f"DEN {name} head"),
         "finetune": (
             nn.Sequential(encoder.body, head),
-            front,
-            config.finetune_epochs,
+            x_train,
+            finetune_epochs,
             FINETUNE_MIN_STEPS,
             "DEN fine-tuning",
         ),
     }
     history = {}
     for stage, (trainee, x, n_epochs, min_steps, desc) in stages.items():
-        epochs = _epochs(n_epochs, len(labels), config.batch_size, min_steps=min_steps)
+        epochs = _epochs(n_epochs, len(y_train), batch_size, min_steps=min_steps)
         if epochs == 0:
             continue
         history[stage] = fit_classifier(
             trainee,
             x,
-            labels,
+            y_train,
             n_epochs=epochs,
-            batch_size=config.batch_size,
+            batch_size=batch_size,
             learning_rate=1e-3,
             seed=seed + len(history),
             device=device,
@@ -109,9 +134,34 @@ def train_cluster_net(
             desc=desc,
         )
     net.cpu().eval()
-    model.cluster_config = {"n_clusters": k, "categories": [str(c) for c in range(k)], "head_input": "hidden"}
-    model.cluster_net = net
-    return history
+    logits = predict(nn.Sequential(encoder.body, head), [front], device=torch.device("cpu"))
+    return TrainedClassifier(net, calibrate(logits, labels, split), history)
+
+
+def train_cluster_net(
+    model: DENModel, front: np.ndarray, labels: np.ndarray, config: ClusterConfig, seed: int, progress_bar: bool
+) -> dict:
+    """Train the clustering network on ``labels`` (:func:`train_classifier`) and attach it to ``model``."""
+    trained = train_classifier(
+        model,
+        front,
+        labels,
+        head_epochs=config.head_epochs,
+        finetune_epochs=config.finetune_epochs,
+        batch_size=config.batch_size,
+        device=config.device,
+        seed=seed,
+        progress_bar=progress_bar,
+    )
+    k = int(labels.max()) + 1
+    model.cluster_config = {
+        "n_clusters": k,
+        "categories": [str(c) for c in range(k)],
+        "head_input": "hidden",
+        "calibration": trained.calibration,
+    }
+    model.cluster_net = trained.net
+    return trained.history
 
 
 def fit_clusters(
@@ -122,15 +172,17 @@ def fit_clusters(
     *,
     seed: int,
     rep: np.ndarray | None = None,
+    batches: np.ndarray | None = None,
     progress_bar: bool = True,
 ) -> ClusterFit:
     """Find clusters on ``embedding`` without k and attach a network that assigns new cells to them.
 
     ``rep`` is the representation the embedding's kNN graph was built on; ``None``: the
-    model's PCA layer outputs (or, without that layer, a PCA of the features). See
+    model's PCA layer outputs (or, without that layer, a PCA of the features); ``batches``: each
+    cell's batch, for a batch-centring model. See
     :func:`den.tl.cluster` for the method.
     """
-    front = np.concatenate(list(model.front_blocks(features.X, features.var_names)))
+    front = np.concatenate(list(model.front_blocks(features.X, features.var_names, batches=batches)))
     if rep is None:
         rep = front if model.encoder.projection is not None else representation(features, None, seed)
     graph, _ = knn(rep, cluster_neighbors(config.n_neighbors, features.n), random_state=seed)
@@ -145,5 +197,5 @@ def fit_clusters(
             stacklevel=3,
         )
     history = train_cluster_net(model, front, labels, config, seed, progress_bar)
-    proba = model.predict_proba(features.X, features.var_names, device=config.device, check=False)
+    proba = model.predict_proba(features.X, features.var_names, device=config.device, check=False, batches=batches)
     return ClusterFit(labels, proba, list(model.cluster_config["categories"]), spectrum, n_spectral, history)

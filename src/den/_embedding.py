@@ -18,6 +18,7 @@ import torch
 from ._config import EmbedConfig
 from ._data import Features, input_stats, iter_rows
 from ._loss import kernel_dof
+from ._mapping import batch_balanced_knn, center_by_batch
 from ._model import DENModel
 from ._pairs import PairSampler, drop_label_conflicts, fuzzy_weights, knn, knn_pairs, label_pairs, mutual_pairs
 from ._pca import pca
@@ -80,8 +81,8 @@ def effective_neighbors(n_neighbors: int, n_cells: int) -> int:
 def model_config(features: Features, config: EmbedConfig, *, layer: str | None, n_pcs: int | None) -> dict:
     """The architecture and feature contract a trained model records."""
     kind = config.encoder
-    if kind == "auto":
-        kind = "conv" if features.image_shape is not None else "mlp"
+    if kind == "auto":  # the MLP, images flattened: benchmarks/images.py measured it above the conv encoder on CPU
+        kind = "mlp"
     if kind == "conv" and features.image_shape is None:
         msg = "encoder='conv' needs images: pass X shaped (n, H, W) or (n, C, H, W)."
         raise ValueError(msg)
@@ -159,12 +160,17 @@ def fit_embedding(
     rep: np.ndarray | None = None,
     labels: np.ndarray | None = None,
     label_categories: list[str] | None = None,
+    batches: np.ndarray | None = None,
+    batch_centering: bool = False,
     layer: str | None = None,
     progress_bar: bool = True,
 ) -> EmbeddingFit:
     """Train a DEN encoder on ``features`` (see :class:`den.DEN` for the method).
 
-    ``labels`` (integer codes, ``-1`` unknown) turn on the semi-supervised mode.
+    ``labels`` (integer codes, ``-1`` unknown) turn on the semi-supervised mode; ``batches``
+    (one batch name per cell) mines near pairs batch-balanced (:func:`den._mapping.batch_balanced_knn`);
+    with ``batch_centering`` the network reads each batch centred in the PCA space
+    (:func:`den._mapping.center_by_batch`), and so does every later use of the model.
     """
     n = features.n
     k = effective_neighbors(config.n_neighbors, n)
@@ -173,11 +179,21 @@ def fit_embedding(
     with torch_seed(seed):
         model = DENModel.build(model_config(features, config, layer=layer, n_pcs=n_pcs))
     source, front = training_inputs(model, features, seed, device)
+    if batch_centering:
+        if batches is None or front is None:
+            msg = "batch_centering needs a batch_key and a model with a PCA layer (n_pcs set)."
+            raise ValueError(msg)
+        model.config["batch_centering"] = True
+        front = center_by_batch(front, batches)
+        source = TensorSource(front, device)
     rep = representation(features, front, seed) if rep is None else np.asarray(rep, dtype=np.float32)
     if not np.ptp(rep, axis=0).any():
         msg = "Every cell has the same features (a constant matrix): there is nothing to embed. Check the input."
         raise ValueError(msg)
-    knn_idx, knn_dist = knn(rep, k, random_state=seed)
+    if batches is None:
+        knn_idx, knn_dist = knn(rep, k, random_state=seed)
+    else:
+        knn_idx, knn_dist = batch_balanced_knn(rep, batches, k)
     near = knn_pairs(knn_idx) if config.loss == "contrastive" else mutual_pairs(knn_idx, min_neighbors=1)
     generator = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -188,7 +204,8 @@ def fit_embedding(
         if config.label_head:
             with torch_seed(seed + 1):
                 head = ClusterHead(config.n_components, len(label_categories)).to(device)
-    weights = fuzzy_weights(knn_idx, knn_dist, near) if config.loss == "contrastive" else None
+    n_blocks = 1 if batches is None else len(np.unique(np.asarray(batches).astype(str)))
+    weights = fuzzy_weights(knn_idx, knn_dist, near, n_blocks=n_blocks) if config.loss == "contrastive" else None
     sampler = PairSampler(
         near,
         batch_size=config.batch_size,

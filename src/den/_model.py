@@ -18,6 +18,7 @@ import torch
 from scipy import sparse
 from torch import nn
 
+from ._calibration import softmax_t
 from ._data import CHUNK_ROWS, check_finite, dense_rows
 from ._loss import kernel_dof
 from ._utils import get_device, predict, softmax
@@ -171,13 +172,32 @@ class DENModel:
         for start in range(0, X.shape[0], chunk):
             yield self.inputs(X, var_names, slice(start, start + chunk))
 
-    def front_blocks(self, X, var_names: pd.Index | None = None, chunk: int = CHUNK_ROWS) -> Iterator[np.ndarray]:
+    @property
+    def batch_centering(self) -> bool:
+        """Whether the model centres each batch in its PCA space (``den.tl.embed(batch_centering=True)``)."""
+        return bool(self.config.get("batch_centering", False))
+
+    def front_blocks(
+        self, X, var_names: pd.Index | None = None, chunk: int = CHUNK_ROWS, *, batches=None
+    ) -> Iterator[np.ndarray]:
         """Row blocks of the encoder's frozen front applied to ``X``: what its trainable body reads.
 
         For an MLP with a PCA layer, ``X @ W.T + b`` per block (a sparse ``X`` is densified one
         block at a time); features the model does not know get zero weight, so no column subset
-        of ``X`` is ever made. Otherwise the model's features themselves.
+        of ``X`` is ever made. Otherwise the model's features themselves. A batch-centring model
+        centres the rows of each of ``batches`` (one name per row; ``None``: all rows one batch).
         """
+        if self.batch_centering:
+            from ._mapping import center_by_batch
+
+            front = np.concatenate(list(self._front_blocks(X, var_names, chunk)))
+            front = center_by_batch(front, np.zeros(len(front), int) if batches is None else batches)
+            for start in range(0, len(front), chunk):
+                yield front[start : start + chunk]
+            return
+        yield from self._front_blocks(X, var_names, chunk)
+
+    def _front_blocks(self, X, var_names: pd.Index | None, chunk: int) -> Iterator[np.ndarray]:
         var_names = self.var_names if var_names is None else pd.Index(var_names)
         layer = self.encoder.projection
         if layer is None:
@@ -221,7 +241,9 @@ class DENModel:
         check_finite(X, "X")
         return X
 
-    def embed(self, X, var_names: pd.Index | None = None, *, device: str = "auto", check: bool = True) -> np.ndarray:
+    def embed(
+        self, X, var_names: pd.Index | None = None, *, device: str = "auto", check: bool = True, batches=None
+    ) -> np.ndarray:
         """Map coordinates of the rows of ``X`` (cells x features); each row is mapped on its own.
 
         ``check=False`` skips the input checks (for callers that made them).
@@ -230,15 +252,17 @@ class DENModel:
             X = self.checked(X, var_names)
         dev = get_device(device)
         self.encoder.to(dev)
-        return predict(self.encoder.body, self.front_blocks(X, var_names), device=dev)
+        return predict(self.encoder.body, self.front_blocks(X, var_names, batches=batches), device=dev)
 
-    def hidden(self, X, var_names: pd.Index | None = None, *, device: str = "auto", check: bool = True) -> np.ndarray:
+    def hidden(
+        self, X, var_names: pd.Index | None = None, *, device: str = "auto", check: bool = True, batches=None
+    ) -> np.ndarray:
         """The encoder's last hidden layer for the rows of ``X``."""
         if check:
             X = self.checked(X, var_names)
         dev = get_device(device)
         self.encoder.to(dev)
-        return predict(self.encoder.hidden_body(), self.front_blocks(X, var_names), device=dev)
+        return predict(self.encoder.hidden_body(), self.front_blocks(X, var_names, batches=batches), device=dev)
 
     def cluster_body(self) -> nn.Module:
         """The clustering network without its frozen front: front outputs -> cluster logits."""
@@ -246,7 +270,7 @@ class DENModel:
         return nn.Sequential(encoder.body, head)
 
     def predict_proba(
-        self, X, var_names: pd.Index | None = None, *, device: str = "auto", check: bool = True
+        self, X, var_names: pd.Index | None = None, *, device: str = "auto", check: bool = True, batches=None
     ) -> np.ndarray:
         """Cluster probabilities of the rows of ``X`` (needs a clustering network)."""
         if self.cluster_net is None:
@@ -256,10 +280,11 @@ class DENModel:
             X = self.checked(X, var_names)
         dev = get_device(device)
         self.cluster_net.to(dev)
-        return softmax(predict(self.cluster_body(), self.front_blocks(X, var_names), device=dev))
+        logits = predict(self.cluster_body(), self.front_blocks(X, var_names, batches=batches), device=dev)
+        return softmax_t(logits, self.cluster_config.get("calibration", {}).get("temperature", 1.0))
 
     def predict_label_proba(
-        self, X, var_names: pd.Index | None = None, *, device: str = "auto", check: bool = True
+        self, X, var_names: pd.Index | None = None, *, device: str = "auto", check: bool = True, batches=None
     ) -> np.ndarray:
         """Label probabilities of the rows of ``X`` from the label head (needs a model trained with labels)."""
         if self.label_head is None:
@@ -271,7 +296,7 @@ class DENModel:
         self.encoder.to(dev)
         self.label_head.to(dev)
         net = nn.Sequential(self.encoder.body, self.label_head)
-        return softmax(predict(net, self.front_blocks(X, var_names), device=dev))
+        return softmax(predict(net, self.front_blocks(X, var_names, batches=batches), device=dev))
 
     # clustering network ---------------------------------------------------------
     def make_cluster_net(self, n_clusters: int, head_input: str = "hidden") -> nn.Sequential:

@@ -195,29 +195,41 @@ class PairSampler:
         return torch.gather(cand, 1, pick)
 
 
-def fuzzy_weights(knn_idx: np.ndarray, knn_dist: np.ndarray, pairs: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+def fuzzy_weights(
+    knn_idx: np.ndarray, knn_dist: np.ndarray, pairs: tuple[np.ndarray, np.ndarray], *, n_blocks: int = 1
+) -> np.ndarray:
     """Membership strength of each pair in the fuzzy kNN graph (UMAP's smooth kNN, fuzzy union).
 
     ``exp(-(d - rho_i) / sigma_i)`` with ``rho_i`` the distance to ``i``'s nearest neighbour and
     ``sigma_i`` such that the strengths of ``i``'s ``k`` neighbours sum to ``log2(k)``; a pair's
     weight is ``a + b - a b`` of its two directions (0 for a direction that is not a kNN edge).
+    With ``n_blocks > 1`` the columns are that many equal blocks (batch-balanced neighbours, one
+    block per batch), each with its own ``rho`` and ``sigma``: a cell's nearest cells of another
+    batch count as much as its nearest cells of its own.
     """
     n, k = knn_idx.shape
-    rho = knn_dist[:, 0:1]
-    target = np.log2(k)
-    lo, hi = np.zeros((n, 1)), np.full((n, 1), np.inf)
-    sigma = np.ones((n, 1))
-    gap = np.maximum(knn_dist - rho, 0)
-    for _ in range(64):  # bisection on every row at once
-        total = np.exp(-gap / sigma).sum(1, keepdims=True)
-        big = total > target
-        hi = np.where(big, sigma, hi)
-        lo = np.where(big, lo, sigma)
-        sigma = np.where(np.isinf(hi), sigma * 2, (lo + hi) / 2)
-    strength = np.exp(-gap / sigma)
+    width = k // n_blocks
+    strength = np.concatenate([_membership(knn_dist[:, b * width : (b + 1) * width]) for b in range(n_blocks)], axis=1)
     rows = np.repeat(np.arange(n), k)
     W = sparse.csr_matrix((strength.ravel(), (rows, knn_idx.ravel())), shape=(n, n))
     i, j = pairs
     a = np.asarray(W[i, j]).ravel()
     b = np.asarray(W[j, i]).ravel()
     return a + b - a * b
+
+
+def _membership(dist: np.ndarray) -> np.ndarray:
+    """Smooth-kNN strengths of one row block of neighbour distances (bisection on every row at once)."""
+    n, k = dist.shape
+    rho = dist.min(1, keepdims=True)
+    target = np.log2(max(k, 2))
+    lo, hi = np.zeros((n, 1)), np.full((n, 1), np.inf)
+    sigma = np.ones((n, 1))
+    gap = np.maximum(dist - rho, 0)
+    for _ in range(64):
+        total = np.exp(-gap / sigma).sum(1, keepdims=True)
+        big = total > target
+        hi = np.where(big, sigma, hi)
+        lo = np.where(big, lo, sigma)
+        sigma = np.where(np.isinf(hi), sigma * 2, (lo + hi) / 2)
+    return np.exp(-gap / sigma)

@@ -36,7 +36,13 @@ def test_params_recorded(small):
     p = small.uns["den"]["params"]
     expected = EmbedConfig(n_neighbors=7, random_state=3, min_dist=0.2, n_epochs=3).to_dict()
     del expected["encoder"]  # an AnnData's features are vectors: always the MLP
-    assert p == expected | {"layer": None, "use_rep": None, "labels_key": None}
+    assert p == expected | {
+        "layer": None,
+        "use_rep": None,
+        "labels_key": None,
+        "batch_key": None,
+        "batch_centering": True,
+    }
     assert p["layer"] is None and p["dof"] is None  # real None, not the string "None"
     fit = small.uns["den"]["fit"]
     assert fit["n_epochs"] == 3 and fit["n_neighbors"] == 7 and fit["random_state"] == 3 and fit["n_near_pairs"] > 0

@@ -6,6 +6,8 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
+from ._counts import sample_counts
+
 
 def synthetic(
     n_cells: int = 2000,
@@ -69,12 +71,7 @@ def synthetic(
     for start in range(0, n_cells, 8192):  # blocks of cells keep memory flat for large n_cells
         sl = slice(start, min(start + 8192, n_cells))
         mu = profile[group[sl]] * lib[sl, None]
-        if dispersion > 0:
-            mu = rng.gamma(1 / dispersion, mu * dispersion)
-        block = sparse.csr_matrix(rng.poisson(mu).astype(np.float32))
-        size = np.asarray(block.sum(1)).ravel()
-        norm = (sparse.diags(1e4 / np.maximum(size, 1)) @ block).tocsr().astype(np.float32)
-        norm.data = np.log1p(norm.data)
+        block, norm = sample_counts(mu, dispersion, rng)
         blocks.append(block)
         norm_blocks.append(norm)
     counts = sparse.vstack(blocks, format="csr")

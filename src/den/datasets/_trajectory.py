@@ -6,6 +6,8 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
+from ._counts import sample_counts
+
 #: the default tree: segment -> parent segment ("" for the root); every segment is one pseudotime unit long
 DEFAULT_TREE = {"root": "", "A": "root", "B": "root", "A1": "A", "A2": "A"}
 
@@ -85,12 +87,7 @@ def trajectory(
         log_mu = start_level[seg[sl]] + ease[sl, None] * (stop_level[seg[sl]] - start_level[seg[sl]])
         profile = np.exp(log_mu)
         mu = profile / profile.sum(1, keepdims=True) * lib[sl, None]
-        if dispersion > 0:
-            mu = rng.gamma(1 / dispersion, mu * dispersion)
-        block = sparse.csr_matrix(rng.poisson(mu).astype(np.float32))
-        size = np.asarray(block.sum(1)).ravel()
-        norm = (sparse.diags(1e4 / np.maximum(size, 1)) @ block).tocsr().astype(np.float32)
-        norm.data = np.log1p(norm.data)
+        block, norm = sample_counts(mu, dispersion, rng)
         blocks.append(block)
         norm_blocks.append(norm)
     obs = pd.DataFrame(

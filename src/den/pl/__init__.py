@@ -1,8 +1,9 @@
-"""Plots: the map, its training, the cluster spectrum and SHAP explanations."""
+"""Plots: the map, its training, queries over a reference, the cluster spectrum and SHAP explanations."""
 
 from ._embedding import embedding, history
 from ._images import image_attributions
 from ._markers import cell_features, differentiating_features, marker_features, shap_summary
+from ._query import query
 from ._spectrum import spectrum
 
 __all__ = [
@@ -12,6 +13,7 @@ __all__ = [
     "history",
     "image_attributions",
     "marker_features",
+    "query",
     "shap_summary",
     "spectrum",
 ]

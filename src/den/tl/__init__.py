@@ -4,7 +4,17 @@ from ._cell_features import cell_features
 from ._cluster import cluster
 from ._differentiating import differentiating_features
 from ._embed import embed
+from ._mapping import mapping_score, transfer_labels
 from ._marker_features import marker_features
 from ._transform import transform
 
-__all__ = ["cell_features", "cluster", "differentiating_features", "embed", "marker_features", "transform"]
+__all__ = [
+    "cell_features",
+    "cluster",
+    "differentiating_features",
+    "embed",
+    "mapping_score",
+    "marker_features",
+    "transfer_labels",
+    "transform",
+]

@@ -24,6 +24,8 @@ def embed(
     layer: str | None = None,
     use_rep: str | None = None,
     labels_key: str | None = None,
+    batch_key: str | None = None,
+    batch_centering: bool = True,
     n_components: int = 2,
     n_neighbors: int = 15,
     n_pcs: int | None = 50,
@@ -68,6 +70,18 @@ def embed(
         (NaN) mark unlabelled cells. Labelled cells add same-label near pairs, near
         pairs with different labels are dropped, and (``label_head=True``) a head learns
         the labels from the map.
+    batch_key
+        A column of ``adata.obs`` naming each cell's batch (donor, lab, technology).
+        Near pairs are mined batch-balanced, as BBKNN: each cell's
+        ``ceil(n_neighbors / n_batches)`` nearest cells of every batch, so the network
+        learns to place one cell type from different batches together. To take near
+        pairs from an integrated representation instead (harmony, scVI), pass it as
+        ``use_rep``.
+    batch_centering
+        With ``batch_key``: the network reads each batch centred in the PCA space (each
+        cell's PCs minus its batch's mean PCs), which cancels gene-wise batch shifts; a
+        query from a new batch is centred on its own (:func:`den.tl.transform` with
+        ``batch_key``). Each batch should hold a mix of the cell types.
     n_components, n_neighbors, n_pcs, hidden, loss, dof, n_far, n_epochs, batch_size, learning_rate, min_dist, input_noise, ignore, label_weight, label_head
         See :class:`den.DEN`.
     device
@@ -110,6 +124,13 @@ def embed(
     rep_key = _rep_key(adata, use_rep)
     rep = None if rep_key is None else _representation(adata, rep_key)
     codes, classes = _labels(adata, labels_key)
+    batches = _batches(adata, batch_key)
+    if not isinstance(batch_centering, bool):
+        msg = f"Invalid batch_centering={batch_centering!r}: it must be True or False."
+        raise TypeError(msg)
+    if batches is not None and batch_centering and n_pcs is None:
+        msg = "batch_centering=True needs the PCA layer (n_pcs set); pass n_pcs=50 or batch_centering=False."
+        raise ValueError(msg)
     warn_if_counts(X, where)
     seed = check_random_state(random_state)
     fit = fit_embedding(
@@ -119,12 +140,16 @@ def embed(
         rep=rep,
         labels=codes,
         label_categories=classes,
+        batches=batches,
+        batch_centering=batches is not None and bool(batch_centering),
         layer=layer,
         progress_bar=progress_bar,
     )
-    coords = fit.model.embed(X, adata.var_names, device=device, check=False)  # the same path as den.tl.transform
+    # the same path as den.tl.transform
+    coords = fit.model.embed(X, adata.var_names, device=device, check=False, batches=batches)
     warn_if_collapsed(coords)
-    params = config.to_dict() | {"layer": layer, "use_rep": rep_key, "labels_key": labels_key}
+    params = config.to_dict() | {"layer": layer, "use_rep": rep_key, "labels_key": labels_key, "batch_key": batch_key}
+    params["batch_centering"] = batch_centering
     params.pop("encoder")
     resolved = {
         "n_epochs": fit.n_epochs,
@@ -166,6 +191,23 @@ def _representation(adata: AnnData, key: str) -> np.ndarray:
         msg = f"adata.obsm[{key!r}] must be a finite 2-D array (cells x dimensions); recompute it or pass another `use_rep`."
         raise ValueError(msg)
     return rep
+
+
+def _batches(adata: AnnData, batch_key: str | None) -> np.ndarray | None:
+    if batch_key is None:
+        return None
+    if batch_key not in adata.obs:
+        msg = f"batch_key={batch_key!r} is not a column of adata.obs (columns: {list(adata.obs.columns)})."
+        raise KeyError(msg)
+    column = adata.obs[batch_key]
+    if column.isna().any():
+        msg = f"adata.obs[{batch_key!r}] has {int(column.isna().sum())} missing values; give every cell a batch."
+        raise ValueError(msg)
+    batches = column.astype(str).to_numpy()
+    if len(np.unique(batches)) < 2:
+        msg = f"adata.obs[{batch_key!r}] holds a single batch; pass batch_key=None for one batch."
+        raise ValueError(msg)
+    return batches
 
 
 def _labels(adata: AnnData, labels_key: str | None):

@@ -19,6 +19,8 @@ from den._utils import torch_seed
 from den.nn import ClusterHead
 from den.train import fit_classifier
 
+from ._batches import gene_shift, training_batches
+
 if TYPE_CHECKING:
     from anndata import AnnData
 
@@ -37,6 +39,8 @@ class GroupNetwork:
     labels: pd.Categorical  #: each cell's group
     X: object  #: the matrix the model reads
     head: dict | None  #: weights + config of a head trained here (None for den's own clustering)
+    #: batch-centring models: each batch's gene means minus all cells' (batches x model genes), each cell's batch
+    batch_shift: tuple[np.ndarray, np.ndarray] | None = None
 
 
 def group_network(
@@ -86,7 +90,7 @@ def group_network(
     model.gene_index(adata.var_names)
     if own and model.has_clusters:
         cats = [str(c) for c in model.cluster_config["categories"]]
-        return GroupNetwork(model, model.cluster_net, cats, labels, X, None)
+        return GroupNetwork(model, model.cluster_net, cats, labels, X, None, _batch_shift(adata, model, X, key))
     cats = [str(c) for c in labels.categories]
     k = len(cats)
     emb_key = "X_den" if key == "den" else key
@@ -108,7 +112,18 @@ def group_network(
         )
     head.eval()
     stored = {"config": json.dumps({"categories": cats, "groupby": groupby}), "weights": state_arrays(head)}
-    return GroupNetwork(model, nn.Sequential(model.encoder, head).eval(), cats, labels, X, stored)
+    net = nn.Sequential(model.encoder, head).eval()
+    return GroupNetwork(model, net, cats, labels, X, stored, _batch_shift(adata, model, X, key))
+
+
+def _batch_shift(adata: AnnData, model: DENModel, X, key: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """For a batch-centring model: what to subtract from each cell's genes so the network sees it centred.
+
+    ``x - mean of its batch + mean of all cells`` has the PCA-layer output of the centred
+    cell (the layer is linear and centred on the training cells' mean).
+    """
+    batches = training_batches(adata, model, key)
+    return None if batches is None else gene_shift(X, batches, model.gene_index(adata.var_names))
 
 
 def check_sizes(**sizes: int) -> None:
@@ -140,8 +155,12 @@ def stratified_background(labels: pd.Categorical, n: int, rng: np.random.Generat
 
 
 def rows(gn: GroupNetwork, adata: AnnData, idx: np.ndarray) -> np.ndarray:
-    """Dense float32 model inputs of the cells ``idx``."""
-    return gn.model.inputs(gn.X, adata.var_names, idx)
+    """Dense float32 model inputs of the cells ``idx`` (centred on their batch for a batch-centring model)."""
+    block = gn.model.inputs(gn.X, adata.var_names, idx)
+    if gn.batch_shift is None:
+        return block
+    shift, codes = gn.batch_shift
+    return block - shift[codes[idx]]
 
 
 def log_means(

@@ -12,6 +12,7 @@ from den._data import check_query_scale, get_matrix
 from den._model import DENModel
 from den._utils import make_actual
 
+from ._batches import query_batches
 from ._cluster_results import cluster_columns, write_clusters
 
 if TYPE_CHECKING:
@@ -25,6 +26,7 @@ def transform(
     key: str = "den",
     cluster_key: str = "den_clusters",
     layer: str | None = None,
+    batch_key: str | None = None,
     key_added: str | None = None,
     device: str = "auto",
     copy: bool = False,
@@ -49,6 +51,11 @@ def transform(
         also the key the query's cluster results are written under.
     layer
         Query layer to read; default: the layer the model was trained on.
+    batch_key
+        For a model trained with ``batch_key`` and ``batch_centering`` (a batch-centring
+        model): the column of ``adata.obs`` naming each query cell's batch; each batch is
+        centred on its own, so new batches need no refitting. Without it the whole query is
+        one batch. Ignored (not needed) for other models.
     key_added
         ``obsm`` key for the coordinates; default ``"X_den"`` (or ``key`` when it is not ``"den"``).
     device
@@ -72,8 +79,13 @@ def transform(
     X = get_matrix(adata, layer)
     cols = model.gene_index(adata.var_names)  # raises before anything is written
     check_query_scale(model.config.get("input_stats"), X if cols is None else _columns(X, cols), "The query")
-    coords = model.embed(X, adata.var_names, device=device, check=False)
-    proba = model.predict_proba(X, adata.var_names, device=device, check=False) if model.has_clusters else None
+    batches = query_batches(adata, batch_key, model)
+    coords = model.embed(X, adata.var_names, device=device, check=False, batches=batches)
+    proba = (
+        model.predict_proba(X, adata.var_names, device=device, check=False, batches=batches)
+        if model.has_clusters
+        else None
+    )
     if not np.isfinite(coords).all() or (proba is not None and not np.isfinite(proba).all()):
         msg = "The model returned non-finite coordinates for this query; check the query's values and the model."
         raise FloatingPointError(msg)

@@ -1,0 +1,90 @@
+"""Mapping queries onto a reference: a per-cell mapping score, and batch-balanced neighbours.
+
+Knows nothing about AnnData; :mod:`den.tl._mapping` and :func:`den.tl.embed` use it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._pairs import knn
+
+#: reference neighbours a query cell's distance is measured to
+MAPPING_NEIGHBORS = 15
+
+
+def mapping_scores(
+    ref: np.ndarray,
+    query: np.ndarray,
+    n_neighbors: int = MAPPING_NEIGHBORS,
+    *,
+    ref_residual: np.ndarray | None = None,
+    query_residual: np.ndarray | None = None,
+) -> np.ndarray:
+    """How typical each query cell's distance to the reference is, in ``[0, 1]``.
+
+    A cell's distance is ``sqrt(d_knn^2 + r^2)``: ``d_knn`` its mean distance to its
+    ``n_neighbors`` nearest reference cells in ``ref``'s space (the model's PCA layer; for a
+    reference cell, its nearest *other* reference cells) and ``r`` its distance to that space
+    (what the PCA layer cannot see: a new type's own marker genes; 0 when not given). A query
+    cell's score is the share of reference cells at least as far. A query drawn like the
+    reference scores uniformly in [0, 1]; cells unlike anything in the reference score near 0.
+    """
+    from sklearn.neighbors import NearestNeighbors
+
+    k = int(min(n_neighbors, len(ref) - 1))
+    _, ref_dist = knn(ref, k)
+    q_dist, _ = NearestNeighbors(n_neighbors=k).fit(ref).kneighbors(query)
+    ref_d, q_d = ref_dist.mean(1), q_dist.mean(1)
+    if ref_residual is not None and query_residual is not None:
+        ref_d, q_d = np.hypot(ref_d, ref_residual), np.hypot(q_d, query_residual)
+    ref_typical = np.sort(ref_d)
+    at_least = len(ref_typical) - np.searchsorted(ref_typical, q_d, side="left")
+    return (at_least / len(ref_typical)).astype(np.float32)
+
+
+def batch_balanced_knn(rep: np.ndarray, batches: np.ndarray, n_neighbors: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each cell's neighbours, ``ceil(n_neighbors / n_batches)`` from every batch (as BBKNN).
+
+    Returns indices and distances, ``(n, n_batches * k_b)`` each: one block of ``k_b`` columns per
+    batch (sorted by distance within the block), for :func:`den._pairs.fuzzy_weights` with
+    ``n_blocks=n_batches``. Near pairs mined this way link each cell to its closest cells of every
+    batch, so the network learns to place one cell type from different batches together.
+    """
+    from sklearn.neighbors import NearestNeighbors
+
+    codes = batch_codes(batches)
+    n_batches = codes.max() + 1
+    smallest = int(np.bincount(codes).min())
+    k_b = int(min(np.ceil(n_neighbors / n_batches), smallest - 1))
+    if k_b < 1:
+        msg = f"A batch has {smallest} cell(s); batch-balanced neighbours need at least 2 per batch."
+        raise ValueError(msg)
+    idx_blocks, dist_blocks = [], []
+    for b in range(n_batches):
+        members = np.flatnonzero(codes == b)
+        # own batch: the k_b nearest others; other batches: their k_b nearest cells
+        dist, idx = NearestNeighbors(n_neighbors=k_b + 1).fit(rep[members]).kneighbors(rep)
+        own = (codes == b)[:, None]
+        idx_blocks.append(members[np.where(own, idx[:, 1:], idx[:, :-1])])  # drop the cell itself
+        dist_blocks.append(np.where(own, dist[:, 1:], dist[:, :-1]))
+    return np.concatenate(idx_blocks, axis=1), np.concatenate(dist_blocks, axis=1)
+
+
+def batch_codes(batches) -> np.ndarray:
+    """Integer code of each row's batch (names in sorted order)."""
+    return np.unique(np.asarray(batches).astype(str), return_inverse=True)[1]
+
+
+def center_by_batch(front: np.ndarray, batches) -> np.ndarray:
+    """Subtract from every row the mean of its batch: each batch centred on the origin of the PCA space.
+
+    As the PCA layer is linear, this is the same as replacing each cell's genes ``x`` by
+    ``x - mean of its batch + mean of the training data``: gene-wise batch shifts on the
+    log scale cancel. It also removes what differs in a batch's mean by composition (a
+    batch of mostly one type), so each batch should hold a mix of the types.
+    """
+    codes = batch_codes(batches)
+    front = np.asarray(front, dtype=np.float32)
+    means = np.stack([front[codes == b].mean(0) for b in range(codes.max() + 1)])
+    return front - means[codes]

@@ -1,0 +1,104 @@
+"""The query drawn over its reference map."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from den.pl._utils import finish
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+
+
+def query(
+    adata: AnnData,
+    reference: AnnData,
+    *,
+    color: str | Sequence[str] | None = None,
+    basis: str = "X_den",
+    size: float | None = None,
+    show: bool | None = None,
+    return_fig: bool = False,
+):
+    """Query cells coloured over the reference map, drawn in grey beneath them.
+
+    One panel per entry of ``color``: a column of ``adata.obs`` (categorical: a legend;
+    numeric, such as ``den_mapping_score`` or a ``*_confidence``: a colour bar) or a gene.
+
+    Parameters
+    ----------
+    adata
+        Query placed by :func:`den.tl.transform` (``obsm[basis]``).
+    reference
+        The reference, with its map in ``obsm[basis]``.
+    color
+        What to colour the query by; ``None``: one uniform colour.
+    basis
+        ``obsm`` key of the map in both.
+    size
+        Point size of the query (the reference's is a third of it); default from the cell count.
+    show, return_fig
+        Show the plot (default: scanpy's ``autoshow``); return the
+        :class:`~matplotlib.figure.Figure` instead of the axes.
+    """
+    import matplotlib.pyplot as plt
+
+    for name, a in (("adata", adata), ("reference", reference)):
+        if basis not in a.obsm:
+            msg = f"{name}.obsm has no {basis!r}. Run den.tl.embed on the reference and den.tl.transform on the query."
+            raise KeyError(msg)
+    colors = [None] if color is None else [color] if isinstance(color, str) else list(color)
+    values = [None if c is None else _values(adata, c) for c in colors]  # every key checked before drawing
+    size = size or float(np.clip(12000 / max(adata.n_obs, 1), 2, 40))
+    fig, axes = plt.subplots(1, len(colors), figsize=(4.8 * len(colors), 4.2), squeeze=False)
+    ref_xy, xy = np.asarray(reference.obsm[basis]), np.asarray(adata.obsm[basis])
+    for ax, c, v in zip(axes[0], colors, values, strict=True):
+        ax.scatter(
+            ref_xy[:, 0], ref_xy[:, 1], s=size / 3, c="#d9d9d9", linewidths=0, rasterized=True, label="reference"
+        )
+        _draw(ax, xy, v, size)
+        ax.set_title("query" if c is None else f"query: {c}")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_xlabel(f"{basis.removeprefix('X_')}1")
+        ax.set_ylabel(f"{basis.removeprefix('X_')}2")
+    fig.tight_layout()
+    return finish(fig, axes[0][0] if len(colors) == 1 else axes[0], show=show, return_fig=return_fig)
+
+
+def _values(adata: AnnData, key: str) -> pd.Series:
+    if key in adata.obs:
+        return adata.obs[key]
+    if key in adata.var_names:
+        col = adata[:, key].X
+        return pd.Series(np.asarray(col.todense() if hasattr(col, "todense") else col).ravel(), index=adata.obs_names)
+    msg = f"color={key!r} is neither a column of adata.obs nor a gene of adata.var_names."
+    raise KeyError(msg)
+
+
+def _draw(ax, xy: np.ndarray, values: pd.Series | None, size: float) -> None:
+    import matplotlib.pyplot as plt
+
+    if values is None:
+        ax.scatter(xy[:, 0], xy[:, 1], s=size, c="#d62728", linewidths=0, rasterized=True)
+        return
+    if isinstance(values.dtype, pd.CategoricalDtype) or values.dtype == object or values.dtype == bool:
+        cats = pd.Categorical(values.astype(str))
+        palette = plt.get_cmap("tab20" if len(cats.categories) > 10 else "tab10")
+        for i, cat in enumerate(cats.categories):
+            m = np.asarray(cats == cat)
+            ax.scatter(
+                xy[m, 0], xy[m, 1], s=size, color=palette(i % palette.N), linewidths=0, label=cat, rasterized=True
+            )
+        ax.legend(
+            frameon=False, fontsize=7, markerscale=max(1.0, 6 / size**0.5), loc="center left", bbox_to_anchor=(1, 0.5)
+        )
+        return
+    v = values.to_numpy(dtype=float)
+    order = np.argsort(v)  # high values on top
+    points = ax.scatter(xy[order, 0], xy[order, 1], s=size, c=v[order], cmap="viridis", linewidths=0, rasterized=True)
+    ax.figure.colorbar(points, ax=ax, fraction=0.046, pad=0.02)

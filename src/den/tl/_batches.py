@@ -1,0 +1,79 @@
+"""Which batch each cell is in, for models that centre each batch (``den.tl.embed(batch_key=...)``)."""
+
+from __future__ import annotations
+
+import warnings
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+
+    from den._model import DENModel
+
+#: a query batch with fewer cells gets a warning: its mean, which centring subtracts, is noisy
+MIN_BATCH_CELLS = 50
+
+
+def training_batches(adata: AnnData, model: DENModel, key: str) -> np.ndarray | None:
+    """The batches of the cells a batch-centring model was trained on (``None`` for other models)."""
+    if not model.batch_centering:
+        return None
+    batch_key = adata.uns[key].get("params", {}).get("batch_key")
+    return query_batches(adata, batch_key, model, where="adata")
+
+
+def query_batches(
+    adata: AnnData, batch_key: str | None, model: DENModel, *, where: str = "the query"
+) -> np.ndarray | None:
+    """Each cell's batch for a batch-centring model; ``None`` when the model does not centre batches.
+
+    Without ``batch_key`` all cells are one batch (with a warning), so each must be a whole batch.
+    """
+    if not model.batch_centering:
+        return None
+    if batch_key is None:
+        warnings.warn(
+            f"The model centres each batch, and {where} names no batch_key: all its cells are taken as one batch. "
+            "Pass batch_key= when it holds several batches.",
+            UserWarning,
+            stacklevel=3,
+        )
+        batches = np.zeros(adata.n_obs, dtype=int).astype(str)
+    elif batch_key not in adata.obs:
+        msg = f"batch_key={batch_key!r} is not a column of {where}.obs (columns: {list(adata.obs.columns)})."
+        raise KeyError(msg)
+    else:
+        column = adata.obs[batch_key]
+        if column.isna().any():
+            msg = f"{where}.obs[{batch_key!r}] has missing values; give every cell a batch."
+            raise ValueError(msg)
+        batches = column.astype(str).to_numpy()
+    names, counts = np.unique(batches, return_counts=True)
+    if counts.min() < MIN_BATCH_CELLS:
+        small = {str(n): int(c) for n, c in zip(names, counts, strict=True) if c < MIN_BATCH_CELLS}
+        warnings.warn(
+            f"Batches of {where} with fewer than {MIN_BATCH_CELLS} cells ({small}): the batch mean that centring "
+            "subtracts rests on few cells, so their positions are noisy.",
+            UserWarning,
+            stacklevel=3,
+        )
+    return batches
+
+
+def gene_shift(X, batches: np.ndarray, cols: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Each batch's gene means minus all cells' gene means, in the model's gene order.
+
+    Returns ``(shift, codes)``: one row of ``shift`` per batch, ``codes`` each cell's row.
+    """
+    from den._mapping import batch_codes
+
+    codes = batch_codes(batches)
+
+    def mean(rows) -> np.ndarray:
+        m = np.asarray(X[rows].mean(0)).ravel().astype(np.float32)
+        return m if cols is None else m[cols]
+
+    overall = mean(np.arange(X.shape[0]))
+    return np.stack([mean(np.flatnonzero(codes == b)) - overall for b in range(codes.max() + 1)]), codes

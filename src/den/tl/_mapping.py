@@ -1,0 +1,254 @@
+"""`den.tl.transfer_labels` and `den.tl.mapping_score`: what a reference says about query cells."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+import torch
+from scanpy import logging as logg
+from torch import nn
+
+from den._calibration import softmax_t
+from den._clustering import train_classifier
+from den._data import check_query_scale, get_matrix
+from den._mapping import MAPPING_NEIGHBORS, mapping_scores
+from den._model import DENModel
+from den._utils import check_random_state, make_actual, predict
+
+from ._batches import gene_shift, query_batches, training_batches
+from ._cluster_results import cluster_columns, write_clusters
+from ._transform import _columns
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+
+
+def transfer_labels(
+    adata: AnnData,
+    reference: AnnData,
+    obs: str,
+    *,
+    key: str = "den",
+    batch_key: str | None = None,
+    head_epochs: int = 30,
+    finetune_epochs: int = 10,
+    batch_size: int = 512,
+    random_state: int | None = 0,
+    device: str = "auto",
+    key_added: str | None = None,
+    progress_bar: bool = True,
+    copy: bool = False,
+) -> AnnData | None:
+    """Transfer a column of labels from the reference to the query, with calibrated probabilities.
+
+    A classifier with the architecture of den's clustering network (a copy of the
+    reference's trained encoder, cut at its last hidden layer, and a linear head) learns
+    ``reference.obs[obs]`` from the reference's genes: first the head alone, then head and
+    encoder copy end to end. A stratified 20 % of the labelled reference cells is held out
+    of that training: they fit a temperature for the probabilities (temperature scaling)
+    and, cross-fitted in two halves, measure their expected calibration error. The reference is not modified. As
+    ``sc.tl.ingest(obs=...)``, but the classifier reads genes, so query cells are labelled
+    one by one, independently of the rest of the query. Pair it with
+    :func:`den.tl.mapping_score` to flag cells that match nothing in the reference.
+
+    Parameters
+    ----------
+    adata
+        Query cells, normalised like the reference.
+    reference
+        AnnData on which :func:`den.tl.embed` ran, with the labels in ``obs``.
+    obs
+        Column of ``reference.obs`` to transfer; missing values mark cells left out of training.
+    key
+        ``uns`` key of the reference's embedding model.
+    batch_key
+        Query batches, for a batch-centring reference model (as in :func:`den.tl.transform`).
+    head_epochs, finetune_epochs, batch_size
+        Training of the classifier, as in :func:`den.tl.cluster`.
+    random_state
+        Seed of the held-out split and the training.
+    device
+        ``"auto"``, ``"cpu"``, ``"cuda"``, ...
+    key_added
+        Query ``obs`` column of the labels; default ``obs``.
+    progress_bar
+        Show progress bars.
+    copy
+        Return a copy instead of writing to ``adata``.
+
+    Returns
+    -------
+    Returns ``None`` or, with ``copy=True``, a copy of ``adata``, with
+
+    `adata.obs[key_added]` : :class:`pandas.Categorical`
+        Transferred labels.
+    `adata.obs[key_added + '_confidence']`, `adata.obsm[key_added + '_proba']`
+        Largest calibrated probability, and all of them (columns: ``uns[key_added]['categories']``).
+    `adata.uns[key_added]` : :class:`dict`
+        ``params``, ``categories`` and ``calibration`` (``temperature``, held-out ``ece``
+        before and after scaling).
+    """
+    start = logg.info(f"transferring {obs!r} from the reference")
+    model = _model(reference, key)
+    labels, categories = _reference_labels(reference, obs)
+    seed = check_random_state(random_state)
+    ref_front, query_front = _fronts(model, reference, adata, key, batch_key)
+    known = labels >= 0
+    trained = train_classifier(
+        model,
+        ref_front[known],
+        labels[known],
+        head_epochs=head_epochs,
+        finetune_epochs=finetune_epochs,
+        batch_size=batch_size,
+        device=device,
+        seed=seed,
+        progress_bar=progress_bar,
+        name="label",
+    )
+    classifier = nn.Sequential(trained.net[0].body, trained.net[1])
+    logits = predict(classifier, [query_front], device=torch.device("cpu"))
+    columns = cluster_columns(softmax_t(logits, trained.calibration["temperature"]), categories)
+    out_key = key_added or obs
+    params = {
+        "obs": obs,
+        "embedding_key": key,
+        "head_epochs": head_epochs,
+        "finetune_epochs": finetune_epochs,
+        "batch_size": batch_size,
+        "random_state": seed,
+    }
+    adata = adata.copy() if copy else adata
+    make_actual(adata)
+    write_clusters(adata, columns, out_key)
+    adata.uns[out_key] = {"params": params, "categories": list(categories), "calibration": dict(trained.calibration)}
+    logg.info("    finished", time=start, deep=f"added\n    {out_key!r}, labels, confidence, probabilities")
+    return adata if copy else None
+
+
+def mapping_score(
+    adata: AnnData,
+    reference: AnnData,
+    *,
+    key: str = "den",
+    batch_key: str | None = None,
+    n_neighbors: int = MAPPING_NEIGHBORS,
+    key_added: str = "den_mapping_score",
+    copy: bool = False,
+) -> AnnData | None:
+    """Per query cell: how much it looks like some reference cell, in ``[0, 1]``.
+
+    A query cell's mean distance to its ``n_neighbors`` nearest reference cells, in the
+    space of the reference model's PCA layer, combined with its distance to that space
+    (what the PCA layer cannot represent, such as the marker genes of a type the reference
+    lacks), is ranked against the same distance of every reference cell to its nearest
+    other reference cells: the score is the share of reference cells at least as far. Query cells like the reference
+    score uniformly in ``[0, 1]``; cells unlike anything in it (a cell type the reference
+    lacks, failed QC, another normalisation) score near 0. Below 0.01 is a reasonable flag.
+
+    Parameters
+    ----------
+    adata
+        Query cells, normalised like the reference.
+    reference
+        AnnData on which :func:`den.tl.embed` ran (its cells are the yardstick).
+    key
+        ``uns`` key of the reference's embedding model.
+    batch_key
+        Query batches, for a batch-centring reference model (as in :func:`den.tl.transform`).
+    n_neighbors
+        Reference neighbours per cell.
+    key_added
+        ``obs`` column of the score.
+    copy
+        Return a copy instead of writing to ``adata``.
+
+    Returns
+    -------
+    Returns ``None`` or, with ``copy=True``, a copy of ``adata``, with `adata.obs[key_added]`.
+    """
+    model = _model(reference, key)
+    if model.encoder.projection is None:
+        msg = "mapping_score needs a model with a PCA layer (den.tl.embed with n_pcs set, the default)."
+        raise ValueError(msg)
+    if not (isinstance(n_neighbors, int | np.integer) and not isinstance(n_neighbors, bool) and n_neighbors >= 1):
+        msg = f"Invalid n_neighbors={n_neighbors!r}: it must be an integer >= 1."
+        raise ValueError(msg)
+    ref_front, query_front = _fronts(model, reference, adata, key, batch_key)
+    ref_r, query_r = _residuals(model, reference, adata, key, batch_key)
+    scores = mapping_scores(ref_front, query_front, n_neighbors, ref_residual=ref_r, query_residual=query_r)
+    adata = adata.copy() if copy else adata
+    make_actual(adata)
+    adata.obs[key_added] = scores
+    return adata if copy else None
+
+
+def _model(reference, key: str) -> DENModel:
+    if not hasattr(reference, "uns"):
+        msg = f"`reference` must be the AnnData den.tl.embed ran on, not {type(reference).__name__}."
+        raise TypeError(msg)
+    return DENModel.from_adata(reference, key=key, cluster_key=None)
+
+
+def _reference_labels(reference: AnnData, obs: str) -> tuple[np.ndarray, list[str]]:
+    if obs not in reference.obs:
+        msg = f"obs={obs!r} is not a column of reference.obs (columns: {list(reference.obs.columns)})."
+        raise KeyError(msg)
+    column = reference.obs[obs]
+    known = column.notna().to_numpy()
+    values = column.astype(str).to_numpy()
+    categories = sorted(set(values[known]))
+    if len(categories) < 2:
+        msg = f"reference.obs[{obs!r}] holds {len(categories)} label(s); transferring needs at least 2."
+        raise ValueError(msg)
+    codes = pd.Categorical(np.where(known, values, None), categories=categories).codes.astype(np.int64)
+    return codes, categories
+
+
+def _fronts(
+    model: DENModel, reference: AnnData, query: AnnData, key: str, batch_key: str | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The frozen-front outputs (PCs) of reference and query, the query checked against the model first."""
+    layer = model.config.get("layer")
+    X_ref, X_query = get_matrix(reference, layer), get_matrix(query, layer)
+    cols = model.gene_index(query.var_names)  # raises before any work if genes are missing
+    check_query_scale(
+        model.config.get("input_stats"), X_query if cols is None else _columns(X_query, cols), "The query"
+    )
+    ref_batches = training_batches(reference, model, key)
+    query_b = query_batches(query, batch_key, model)
+    ref = np.concatenate(list(model.front_blocks(X_ref, reference.var_names, batches=ref_batches)))
+    return ref, np.concatenate(list(model.front_blocks(X_query, query.var_names, batches=query_b)))
+
+
+def _residuals(model: DENModel, reference: AnnData, query: AnnData, key: str, batch_key: str | None):
+    """Each cell's distance to the PCA layer's space, in its units (reference and query cells)."""
+    w = model.encoder.projection.weight.detach().cpu().numpy().astype(np.float64)  # components.T / scale
+    scale = 1.0 / float(np.linalg.norm(w[0]))
+    layer = model.config.get("layer")
+    ref_cols, query_cols = model.gene_index(reference.var_names), model.gene_index(query.var_names)
+    X_ref, X_query = get_matrix(reference, layer), get_matrix(query, layer)
+    mean = np.asarray(X_ref.mean(0)).ravel()
+    mean = mean if ref_cols is None else mean[ref_cols]
+    out = []
+    for a, X, cols, batches in (
+        (reference, X_ref, ref_cols, training_batches(reference, model, key)),
+        (query, X_query, query_cols, query_batches(query, batch_key, model)),
+    ):
+        # what the PCA layer reads: genes minus the training mean, or minus the cell's own batch mean when centring
+        if batches is None:
+            centre, codes = mean[None, :], np.zeros(a.n_obs, dtype=int)
+        else:
+            shift, codes = gene_shift(X, batches, cols)
+            overall = np.asarray(X.mean(0)).ravel()
+            centre = shift + (overall if cols is None else overall[cols])[None, :]
+        r = np.empty(a.n_obs, dtype=np.float64)
+        for start in range(0, a.n_obs, 4096):
+            idx = np.arange(start, min(start + 4096, a.n_obs))
+            x = model.inputs(X, a.var_names, idx).astype(np.float64) - centre[codes[idx]]
+            inside = (x @ w.T) * scale  # the centred genes' coordinates along the components
+            r[idx] = np.sqrt(np.maximum((x**2).sum(1) - (inside**2).sum(1), 0)) / scale
+        out.append(r)
+    return out[0], out[1]

@@ -1,0 +1,270 @@
+"""Mapping queries: batch-balanced training, label transfer, calibration and the mapping score."""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+from sklearn.neighbors import NearestNeighbors
+from snapshot import snapshot
+
+import den
+from den._calibration import expected_calibration_error, fit_temperature, held_out_split, softmax_t
+from den._mapping import batch_balanced_knn, mapping_scores
+
+FAST = {"n_epochs": 15, "progress_bar": False}
+
+
+@pytest.fixture(scope="module")
+def _split():
+    adata = den.datasets.batches(1500, 200, 4, n_batches=3, novel_share=0.2, n_markers=8, marker_fold=8, random_state=0)
+    ref, query = adata[~adata.obs["is_query"]].copy(), adata[adata.obs["is_query"]].copy()
+    den.tl.embed(ref, **FAST)
+    return ref, query
+
+
+@pytest.fixture
+def split(_split):
+    return _split[0].copy(), _split[1].copy()
+
+
+# --- calibration ------------------------------------------------------------------------------------------------
+
+
+def test_fit_temperature_recovers_the_temperature():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 3, (5000, 5))
+    p = softmax_t(logits, 2.5).astype(np.float64)
+    labels = np.array([rng.choice(5, p=row / row.sum()) for row in p])
+    assert fit_temperature(logits, labels) == pytest.approx(2.5, rel=0.1)
+
+
+def test_ece_is_zero_for_calibrated_and_large_for_overconfident():
+    rng = np.random.default_rng(1)
+    conf = rng.uniform(0.5, 1.0, 20000)
+    correct = rng.random(20000) < conf
+    proba = np.stack([conf, 1 - conf], 1)
+    labels = np.where(correct, 0, 1)
+    assert expected_calibration_error(proba, labels) < 0.02
+    sure = np.tile([[0.999, 0.001]], (20000, 1))
+    assert expected_calibration_error(sure, labels) > 0.2
+
+
+def test_held_out_split_is_stratified_and_disjoint():
+    labels = np.repeat([0, 1, 2], [500, 300, 5])
+    s = held_out_split(labels, seed=0)
+    assert len(np.intersect1d(s.train, s.calibrate)) == 0 and len(np.intersect1d(s.calibrate, s.evaluate)) == 0
+    assert len(s.train) + len(s.calibrate) + len(s.evaluate) == len(labels)
+    assert 2 not in labels[np.concatenate([s.calibrate, s.evaluate])]  # a class of 5 stays whole in training
+    assert (labels[s.calibrate] == 0).sum() == 50 and (labels[s.evaluate] == 1).sum() == 30
+
+
+def test_cluster_probabilities_are_temperature_scaled(trained):
+    cal = trained.uns["den_clusters"]["calibration"]
+    assert cal["temperature"] > 0 and cal["n_evaluated"] > 0
+    model = den.DENModel.from_adata(trained)
+    t = model.cluster_config["calibration"]["temperature"]
+    assert np.allclose(model.predict_proba(trained.X, trained.var_names), trained.obsm["den_clusters_proba"], atol=1e-5)
+    model.cluster_config["calibration"]["temperature"] = 1.0
+    p1 = model.predict_proba(trained.X, trained.var_names).astype(np.float64)
+    pt = trained.obsm["den_clusters_proba"].astype(np.float64)
+    # log-odds between two clusters shrink (or grow) by exactly the temperature
+    ok = (p1 > 1e-30).all(1) & (pt > 1e-30).all(1)
+    assert ok.sum() > 10
+    ratio = np.log(pt[ok, 0] / pt[ok, 1]) / np.log(p1[ok, 0] / p1[ok, 1])
+    assert np.allclose(ratio, 1 / t, rtol=1e-2)
+
+
+# --- batch-balanced neighbours ----------------------------------------------------------------------------------
+
+
+def test_batch_balanced_knn_takes_neighbours_from_every_batch():
+    rng = np.random.default_rng(0)
+    rep = np.concatenate([rng.normal(0, 1, (100, 5)), rng.normal(5, 1, (60, 5))])  # batches far apart
+    batches = np.repeat(["a", "b"], [100, 60])
+    idx, dist = batch_balanced_knn(rep, batches, 10)
+    assert idx.shape == (160, 10)
+    assert (batches[idx[:, :5]] == "a").all() and (batches[idx[:, 5:]] == "b").all()  # one block per batch
+    assert (idx != np.arange(160)[:, None]).all()
+    assert (np.diff(dist[:, :5], axis=1) >= 0).all() and (np.diff(dist[:, 5:], axis=1) >= 0).all()
+
+
+def test_fuzzy_weights_per_batch_block_keep_cross_batch_pairs():
+    """Far-away cells of another batch get weights like near ones of the cell's own batch, block by block."""
+    from den._pairs import fuzzy_weights, knn_pairs
+
+    rng = np.random.default_rng(0)
+    rep = np.concatenate([rng.normal(0, 1, (100, 5)), rng.normal(8, 1, (100, 5))])
+    batches = np.repeat(["a", "b"], 100)
+    idx, dist = batch_balanced_knn(rep, batches, 10)
+    pairs = knn_pairs(idx)
+    cross = batches[pairs[0]] != batches[pairs[1]]
+    blocked = fuzzy_weights(idx, dist, pairs, n_blocks=2)
+    pooled = fuzzy_weights(idx, dist, pairs)
+    assert blocked[cross].mean() > 0.3
+    assert pooled[cross].mean() < 0.05
+
+
+def test_batch_key_mixes_batches_on_the_map(split):
+    ref, _ = split
+    b = ref.obs["batch"].astype(str).to_numpy()
+
+    def mixing(xy):
+        _, idx = NearestNeighbors(n_neighbors=16).fit(xy).kneighbors(xy)
+        return (b[idx[:, 1:]] != b[:, None]).mean()
+
+    mixed = ref.copy()
+    den.tl.embed(mixed, batch_key="batch", **FAST)
+    assert mixed.uns["den"]["params"]["batch_key"] == "batch"
+    assert mixing(mixed.obsm["X_den"]) > mixing(ref.obsm["X_den"]) + 0.1
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "match"),
+    [
+        (lambda a: None, KeyError, "not a column"),
+        (lambda a: a.obs.__setitem__("batch", "one"), ValueError, "single batch"),
+        (lambda a: a.obs.__setitem__("batch", np.where(np.arange(a.n_obs) < 3, None, "x")), ValueError, "missing"),
+    ],
+)
+def test_batch_key_errors(split, change, error, match):
+    ref, _ = split
+    key = "nope" if match == "not a column" else "batch"
+    change(ref)
+    before = snapshot(ref)
+    with pytest.raises(error, match=match):
+        den.tl.embed(ref, batch_key=key, **FAST)
+    assert snapshot(ref) == before
+
+
+# --- label transfer and mapping score ---------------------------------------------------------------------------
+
+
+def test_transfer_labels_labels_the_query(split):
+    ref, query = split
+    before = snapshot(ref)
+    den.tl.transfer_labels(query, ref, "cell_type", key_added="predicted", progress_bar=False)
+    assert snapshot(ref) == before  # the reference is not modified
+    truth = query.obs["cell_type"].astype(str).to_numpy()
+    known = truth != "novel"
+    assert (query.obs["predicted"].astype(str).to_numpy()[known] == truth[known]).mean() > 0.9
+    proba = query.obsm["predicted_proba"]
+    assert proba.shape == (query.n_obs, 4) and np.allclose(proba.sum(1), 1, atol=1e-4)
+    assert np.allclose(query.obs["predicted_confidence"], proba.max(1))
+    entry = query.uns["predicted"]
+    assert entry["categories"] == ["type0", "type1", "type2", "type3"]
+    assert 0 <= entry["calibration"]["ece"] <= 0.1
+
+
+def test_transfer_labels_errors_leave_the_query_alone(split):
+    ref, query = split
+    before = snapshot(query)
+    with pytest.raises(KeyError, match="not a column of reference.obs"):
+        den.tl.transfer_labels(query, ref, "nope", progress_bar=False)
+    ref.obs["one"] = "x"
+    with pytest.raises(ValueError, match="at least 2"):
+        den.tl.transfer_labels(query, ref, "one", progress_bar=False)
+    with pytest.raises(KeyError, match="lacks 150 of the 200 genes"):
+        den.tl.transfer_labels(query[:, :50].copy(), ref, "cell_type", progress_bar=False)
+    assert snapshot(query) == before
+
+
+def test_mapping_score_flags_the_novel_type(split):
+    ref, query = split
+    den.tl.mapping_score(query, ref)
+    score = query.obs["den_mapping_score"].to_numpy()
+    novel = (query.obs["cell_type"] == "novel").to_numpy()
+    # a query from a new batch, on a model that does not centre batches: its batch effect blurs the score
+    # (the batch-centred test below asks for 0.9)
+    assert roc_auc_score(novel, -score) > 0.8
+    assert np.median(score[novel]) < np.median(score[~novel])
+
+
+def test_mapping_scores_of_the_reference_distribution_are_uniform():
+    rng = np.random.default_rng(0)
+    ref, query = rng.normal(size=(2000, 5)), rng.normal(size=(1000, 5))
+    far = rng.normal(6, 1, size=(50, 5))
+    s = mapping_scores(ref, np.concatenate([query, far]))
+    assert abs(np.mean(s[:1000]) - 0.5) < 0.1
+    assert s[1000:].max() < 0.01
+
+
+def test_batches_generator():
+    a = den.datasets.batches(900, 150, 3, n_batches=3, novel_share=0.3, n_markers=5, random_state=2)
+    assert a.shape == (900, 150)
+    assert set(a.obs.loc[a.obs["cell_type"] == "novel", "batch"]) == {"query"}
+    assert set(a.obs["batch"].cat.categories) == {"batch0", "batch1", "query"}
+    with pytest.raises(ValueError, match="at least 2"):
+        den.datasets.batches(100, 50, 2, n_batches=1)
+
+
+def test_query_plot(split):
+    ref, query = split
+    den.tl.transform(query, ref)
+    den.tl.mapping_score(query, ref)
+    axes = den.pl.query(query, ref, color=["cell_type", "den_mapping_score"], show=False)
+    assert len(axes) == 2 and len(axes[0].collections) >= 2
+    with pytest.raises(KeyError, match="neither a column"):
+        den.pl.query(query, ref, color="nope", show=False)
+    with pytest.raises(KeyError, match="no 'X_den'"):
+        den.pl.query(query, ad.AnnData(np.zeros((3, 2), np.float32)), show=False)
+
+
+# --- batch centring: queries from new batches -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def _centred(_split):
+    ref = _split[0].copy()
+    den.tl.embed(ref, batch_key="batch", **FAST)
+    return ref
+
+
+def _query_accuracy(ref, query) -> float:
+    from sklearn.neighbors import KNeighborsClassifier
+
+    truth = query.obs["cell_type"].astype(str).to_numpy()
+    known = truth != "novel"
+    knn = KNeighborsClassifier(15).fit(ref.obsm["X_den"], ref.obs["cell_type"].astype(str))
+    return float((knn.predict(query.obsm["X_den"][known]) == truth[known]).mean())
+
+
+def test_batch_centring_places_a_new_batch(_centred, split):
+    ref, query = _centred.copy(), split[1]
+    assert den.DENModel.from_adata(ref).batch_centering
+    assert ref.uns["den"]["params"]["batch_centering"] is True
+    den.tl.transform(query, ref, batch_key="batch")
+    assert _query_accuracy(ref, query) > 0.9
+    # the same cells, shifted together by a new gene-wise batch effect, land in the same places
+    shifted = query.copy()
+    shift = np.abs(np.random.default_rng(0).normal(0, 0.3, shifted.n_vars)).astype(np.float32)
+    shifted.X = shifted.X.toarray() + shift
+    den.tl.transform(shifted, ref, batch_key="batch")
+    assert np.abs(shifted.obsm["X_den"] - query.obsm["X_den"]).max() < 1e-3 * np.ptp(ref.obsm["X_den"])
+
+
+def test_batch_centring_needs_whole_batches(_centred, split):
+    ref, query = _centred.copy(), split[1]
+    with pytest.warns(UserWarning, match="one batch"):
+        den.tl.transform(query, ref)
+    with pytest.warns(UserWarning, match="fewer than 50 cells"):
+        den.tl.transform(query[:20].copy(), ref, batch_key="batch")
+    with pytest.raises(KeyError, match="not a column of the query"):
+        den.tl.transform(query, ref, batch_key="nope")
+    with pytest.raises(ValueError, match="needs the PCA layer"):
+        den.tl.embed(ref.copy(), batch_key="batch", n_pcs=None, **FAST)
+
+
+def test_batch_centred_model_clusters_and_explains(_centred, split):
+    ref = _centred.copy()
+    den.tl.cluster(ref, progress_bar=False, head_epochs=5, finetune_epochs=1)
+    den.tl.marker_features(ref, max_cells_per_group=20, n_background=20, progress_bar=False)
+    assert ref.uns["den_marker_features"]["mean_shap"].shape[1] == ref.obs["den_clusters"].nunique()
+    query = split[1]
+    den.tl.transfer_labels(query, ref, "cell_type", batch_key="batch", key_added="predicted", progress_bar=False)
+    den.tl.mapping_score(query, ref, batch_key="batch")
+    truth = query.obs["cell_type"].astype(str).to_numpy()
+    novel = truth == "novel"
+    assert (query.obs["predicted"].astype(str).to_numpy()[~novel] == truth[~novel]).mean() > 0.9
+    assert roc_auc_score(novel, -query.obs["den_mapping_score"].to_numpy()) > 0.9
