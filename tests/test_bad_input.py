@@ -164,12 +164,6 @@ def _nan_rep(a):
     return a
 
 
-def _backed(a, tmp_path):
-    path = tmp_path / "b.h5ad"
-    _dense(a).write_h5ad(path)
-    return ad.read_h5ad(path, backed="r")
-
-
 EMBED_DATA = [
     pytest.param(lambda a: _set(a, np.nan), {}, ValueError, "contains NaN or infinite", id="NaN"),
     pytest.param(lambda a: _set(a, np.inf), {}, ValueError, "contains NaN or infinite", id="inf"),
@@ -200,9 +194,13 @@ def test_embed_all_labels_missing(small):
     _check(small, lambda a: den.tl.embed(a, labels_key="known", **FAST), ValueError, "no labelled sample")
 
 
-def test_embed_backed(small, tmp_path):
-    backed = _backed(small, tmp_path)
-    with pytest.raises(TypeError, match=r"backed='r'.*to_memory"):
+def test_embed_backed_csc(small, tmp_path):
+    """CSC on disk cannot be read by rows cheaply: a clear error naming the fix (CSR or to_memory)."""
+    small.X = sparse.csc_matrix(small.X)
+    path = tmp_path / "c.h5ad"
+    small.write_h5ad(path)
+    backed = ad.read_h5ad(path, backed="r")
+    with pytest.raises(TypeError, match=r"cannot read by rows.*tocsr.*to_memory"):
         den.tl.embed(backed, **FAST)
     backed.file.close()
 

@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
+from ._ondisk import OnDiskRows, on_disk
+
 if TYPE_CHECKING:
     from anndata import AnnData
 
@@ -42,9 +44,8 @@ def get_matrix(adata: AnnData, layer: str | None):
         X = adata.layers[layer]
         where = f"adata.layers[{layer!r}]"
     if getattr(adata, "isbacked", False) and not (sparse.issparse(X) or isinstance(X, np.ndarray)):
-        msg = f"{where} is on disk (the AnnData was opened with backed='r'); load it with `adata = adata.to_memory()`."
-        raise TypeError(msg)
-    if not (sparse.issparse(X) or isinstance(X, np.ndarray)):
+        X = _backed(X, where)
+    if not (sparse.issparse(X) or isinstance(X, np.ndarray | OnDiskRows)):
         try:
             X = np.asarray(X)
         except Exception as e:
@@ -55,6 +56,18 @@ def get_matrix(adata: AnnData, layer: str | None):
         raise ValueError(msg)
     check_finite(X, where)
     return X
+
+
+def _backed(X, where: str) -> OnDiskRows:
+    """An on-disk ``X`` (``backed="r"``) as row-chunk reads; CSC on disk cannot be read by rows cheaply."""
+    if on_disk(X):
+        return OnDiskRows(X)
+    fmt = getattr(X, "format", type(X).__name__)
+    msg = (
+        f"{where} is on disk in a layout den cannot read by rows ({fmt}); save it as CSR "
+        "(`adata.X = adata.X.tocsr()` before `write_h5ad`) or load it with `adata = adata.to_memory()`."
+    )
+    raise TypeError(msg)
 
 
 def check_names(adata: AnnData) -> None:
@@ -109,12 +122,9 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 def check_finite(X, where: str = "the input") -> None:
     """Raise if ``X`` holds NaN or inf, or values beyond float32 (checked block-wise, in ``X``'s own dtype)."""
-    blocks = (
-        [X.data]
-        if sparse.issparse(X)
-        else (np.asarray(X[s : s + CHUNK_ROWS]) for s in range(0, X.shape[0], CHUNK_ROWS))
-    )
+    blocks = [X.data] if sparse.issparse(X) else (X[s : s + CHUNK_ROWS] for s in range(0, X.shape[0], CHUNK_ROWS))
     for block in blocks:
+        block = block.data if sparse.issparse(block) else np.asarray(block)
         if block.dtype.kind != "f":
             continue
         if not np.isfinite(block).all():
@@ -131,7 +141,11 @@ def check_finite(X, where: str = "the input") -> None:
 
 def warn_if_counts(X, where: str = "adata.X") -> None:
     """Warn when the matrix looks like raw counts (integers with a large range)."""
-    values = X.data if sparse.issparse(X) else np.asarray(X[: min(X.shape[0], 2000)]).ravel()
+    if sparse.issparse(X):
+        values = X.data
+    else:
+        head = X[: min(X.shape[0], 2000)]
+        values = head.data if sparse.issparse(head) else np.asarray(head).ravel()
     values = values[:1_000_000]
     if values.size and np.all(values == np.round(values)) and values.max() > 50:
         warnings.warn(

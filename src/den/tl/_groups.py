@@ -180,16 +180,32 @@ def log_means(
         ("X" if gn.model.config.get("layer") is None else "layer", gn.X, gn.model.gene_index(adata.var_names))
     )
     for name, M, cols in candidates:
-        vals = M.data if sparse.issparse(M) else M
-        if np.min(vals) < 0:
+        if _smallest(M) < 0:
             continue
+        sums = {label: np.zeros(M.shape[1]) for label in masks}
+        for start, block in _blocks(M):  # one pass over row blocks (on-disk input stays on disk)
+            for label, mask in masks.items():
+                sums[label] += np.asarray(block[mask[start : start + block.shape[0]]].sum(0, dtype=np.float64)).ravel()
         out = {}
         for label, mask in masks.items():
-            sub = M[np.flatnonzero(mask)]
-            mean = np.asarray(sub.mean(0), dtype=np.float64).ravel()
+            mean = np.asarray(sums[label]).ravel() / max(int(mask.sum()), 1)
             out[label] = mean if cols is None else mean[cols]
         return out, name
     return None, "none (input is not on a non-negative log scale)"
+
+
+def _blocks(M, chunk: int = 8192):
+    """``(first row, CSR or dense block)`` for consecutive row blocks of ``M``."""
+    for start in range(0, M.shape[0], chunk):
+        block = M[start : start + chunk]
+        yield start, (sparse.csr_matrix(block) if sparse.issparse(block) else np.asarray(block))
+
+
+def _smallest(M) -> float:
+    if sparse.issparse(M):
+        return float(M.data.min()) if M.nnz else 0.0
+    values = [b.data.min() if sparse.issparse(b) and b.nnz else np.min(b) for _, b in _blocks(M) if b.shape[0]]
+    return float(min(values)) if values else 0.0
 
 
 def log2_fold_change(mean_a: np.ndarray, mean_b: np.ndarray) -> np.ndarray:

@@ -1,0 +1,89 @@
+"""Matrices that stay on disk: an AnnData opened with ``backed="r"``, read in sorted row chunks.
+
+den reads its input only through row blocks (:func:`den._data.iter_rows`, ``dense_rows``) and
+row subsets, so a backed matrix needs nothing but an object that answers those reads from the
+file. Each read asks the file for sorted, unique rows (what HDF5 can serve) and puts them back
+in the order asked for.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import sparse
+
+
+class OnDiskRows:
+    """Row access to an on-disk matrix (anndata's backed CSR dataset, or an HDF5 dense dataset).
+
+    Parameters
+    ----------
+    dataset
+        ``adata.X`` of an AnnData opened with ``backed="r"``.
+    """
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+        self.shape = tuple(dataset.shape)
+        self.dtype = np.dtype(dataset.dtype)
+        self.is_sparse = hasattr(dataset, "format")
+
+    @property
+    def ndim(self) -> int:
+        return 2
+
+    def __getitem__(self, rows):
+        """Rows ``rows`` (a slice, or integer / boolean indices in any order, repeats allowed)."""
+        if isinstance(rows, tuple):
+            msg = "On-disk matrices are read by rows only."
+            raise TypeError(msg)
+        if isinstance(rows, slice):
+            start, stop, step = rows.indices(self.shape[0])
+            if step == 1:
+                return self._read(slice(start, max(start, stop)))
+            rows = np.arange(start, stop, step)
+        rows = np.asarray(rows)
+        if rows.dtype == bool:
+            rows = np.flatnonzero(rows)
+        rows = rows.astype(np.int64)
+        unique, inverse = np.unique(rows, return_inverse=True)
+        if len(unique) == 0:
+            return self._empty()
+        lo, hi = int(unique[0]), int(unique[-1]) + 1
+        if hi - lo <= 4 * len(unique):  # dense enough: one contiguous read, then pick
+            block = self._read(slice(lo, hi))[unique - lo]
+        else:
+            block = self._read(unique)
+        return block[inverse] if not np.array_equal(inverse, np.arange(len(unique))) else block
+
+    def _read(self, rows):
+        block = self.dataset[rows]
+        if self.is_sparse:
+            return sparse.csr_matrix(block)
+        return np.asarray(block)
+
+    def _empty(self):
+        if self.is_sparse:
+            return sparse.csr_matrix((0, self.shape[1]), dtype=self.dtype)
+        return np.zeros((0, self.shape[1]), dtype=self.dtype)
+
+    def mean(self, axis: int = 0) -> np.ndarray:
+        """Column means (``axis=0``), streaming row chunks."""
+        if axis != 0:
+            msg = "Only column means (axis=0) of an on-disk matrix are supported."
+            raise ValueError(msg)
+        from ._data import column_mean
+
+        return column_mean(self)
+
+
+def on_disk(X) -> bool:
+    """Whether ``X`` is a backed dataset den can read row by row (not loaded into memory)."""
+    from anndata.abc import CSRDataset
+
+    if isinstance(X, CSRDataset):
+        return True
+    try:
+        import h5py
+    except ImportError:  # pragma: no cover - anndata depends on h5py
+        return False
+    return isinstance(X, h5py.Dataset) and len(X.shape) == 2
