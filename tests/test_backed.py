@@ -70,3 +70,9 @@ def test_on_disk_rows_reads_any_order(pair):
     np.testing.assert_array_equal(block.toarray() if sparse.issparse(block) else block, dense[10:20])
     np.testing.assert_allclose(rows.mean(0), dense.mean(0), rtol=1e-5)
     assert rows[np.zeros(400, bool)].shape == (0, 80)
+
+
+def test_a_view_of_a_backed_anndata_is_refused_before_work(pair):
+    _, backed = pair
+    with pytest.raises(ValueError, match=r"view of an AnnData opened with backed='r'.*to_memory"):
+        den.tl.embed(backed[:100], **FAST)

@@ -43,6 +43,12 @@ def get_matrix(adata: AnnData, layer: str | None):
             raise KeyError(msg)
         X = adata.layers[layer]
         where = f"adata.layers[{layer!r}]"
+    if getattr(adata, "isbacked", False) and getattr(adata, "is_view", False):
+        msg = (
+            "adata is a view of an AnnData opened with backed='r'; den cannot write its results into it. Run den on "
+            "the whole backed AnnData, or load the subset with `adata[...].to_memory()`."
+        )
+        raise ValueError(msg)
     if getattr(adata, "isbacked", False) and not (sparse.issparse(X) or isinstance(X, np.ndarray)):
         X = _backed(X, where)
     if not (sparse.issparse(X) or isinstance(X, np.ndarray | OnDiskRows)):
