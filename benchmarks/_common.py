@@ -9,6 +9,7 @@ import resource
 import sys
 import time
 from contextlib import contextmanager
+from pathlib import Path
 
 
 def machine() -> dict:
@@ -33,6 +34,14 @@ def timer(out: dict, key: str):
 def peak_rss_gib() -> float:
     """Peak resident memory of this process so far (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def rss_gib(field: str) -> float:
+    """VmRSS (current) or VmHWM (peak) of this process, in GiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 2**20
+    return float("nan")
 
 
 def report(name: str, rows: list[dict], extra: dict | None = None) -> None:

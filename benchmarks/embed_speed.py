@@ -19,17 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import report
+from _common import report, rss_gib
 
 import den
-
-
-def rss_gib(field: str) -> float:
-    """VmRSS (current) or VmHWM (peak) of this process, in GiB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 2**20
-    return float("nan")
 
 
 def child(path: str) -> None:

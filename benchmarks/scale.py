@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import report
+from _common import report, rss_gib
 
 import den
 
@@ -66,13 +66,6 @@ def write_cells(path: Path, n_cells: int, n_genes: int, seed: int = 0) -> None:
             indices[nnz:] = block.indices
             indptr.extend((block.indptr[1:] + indptr[-1]).tolist())
         write_elem(g, "indptr", np.asarray(indptr, dtype=np.int64))
-
-
-def rss_gib(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 2**20
-    return float("nan")
 
 
 def child(path: str) -> None:

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._utils import softmax
+
 #: share of the training cells held out of a classifier's training (they fit ``T`` and measure the error)
 HELD_OUT_SHARE = 0.2
 #: bins of the expected calibration error
@@ -110,15 +112,10 @@ def calibrate(logits: np.ndarray, labels: np.ndarray, split: Split) -> dict[str,
     a, b = split.calibrate, split.evaluate
     held = np.concatenate([a, b])
     t_a, t_b = fit_temperature(logits[a], labels[a]), fit_temperature(logits[b], labels[b])
-    crossed = np.concatenate([softmax_t(logits[b], t_a), softmax_t(logits[a], t_b)])
+    crossed = np.concatenate([softmax(logits[b], t_a), softmax(logits[a], t_b)])
     return {
         "temperature": fit_temperature(logits[held], labels[held]),
         "ece": expected_calibration_error(crossed, np.concatenate([labels[b], labels[a]])),
-        "ece_uncalibrated": expected_calibration_error(softmax_t(logits[held], 1.0), labels[held]),
+        "ece_uncalibrated": expected_calibration_error(softmax(logits[held]), labels[held]),
         "n_evaluated": len(held),
     }
-
-
-def softmax_t(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """``softmax(logits / temperature)`` row by row."""
-    return np.exp(log_softmax(np.asarray(logits, dtype=np.float64) / temperature)).astype(np.float32)

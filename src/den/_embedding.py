@@ -18,7 +18,7 @@ import torch
 from ._config import EmbedConfig
 from ._data import Features, input_stats, iter_rows
 from ._loss import kernel_dof
-from ._mapping import batch_balanced_knn, center_by_batch
+from ._mapping import batch_balanced_knn
 from ._model import DENModel
 from ._pairs import PairSampler, drop_label_conflicts, fuzzy_weights, knn, knn_pairs, label_pairs, mutual_pairs
 from ._pca import pca
@@ -103,8 +103,11 @@ def model_config(features: Features, config: EmbedConfig, *, layer: str | None, 
     return out
 
 
-def training_inputs(model: DENModel, features: Features, seed: int, device: torch.device):
-    """The source of training rows: the frozen PCA layer's outputs (loaded here), or the features."""
+def training_inputs(model: DENModel, features: Features, seed: int, device: torch.device, batches=None):
+    """The source of training rows: the frozen PCA layer's outputs (loaded here), or the features.
+
+    With ``batches`` (a batch-centring model) the PCA layer's outputs are centred per batch.
+    """
     projection = model.encoder.projection
     if projection is None:
         if features.X.shape[0] * features.X.shape[1] <= IN_MEMORY_MAX_VALUES:
@@ -113,7 +116,7 @@ def training_inputs(model: DENModel, features: Features, seed: int, device: torc
     mean, components, variance = pca(features.X, projection.out_features, random_state=seed)
     scale = float(np.sqrt(variance[0])) if variance[0] > 0 else 1.0
     set_pca(projection, mean, components, scale)
-    front = np.concatenate(list(model.front_blocks(features.X, features.var_names)))
+    front = np.concatenate(list(model.front_blocks(features.X, features.var_names, batches=batches)))
     return TensorSource(front, device), front
 
 
@@ -178,14 +181,12 @@ def fit_embedding(
     n_pcs = None if config.n_pcs is None else int(min(config.n_pcs, features.X.shape[1], n - 1))
     with torch_seed(seed):
         model = DENModel.build(model_config(features, config, layer=layer, n_pcs=n_pcs))
-    source, front = training_inputs(model, features, seed, device)
     if batch_centering:
-        if batches is None or front is None:
+        if batches is None or model.encoder.projection is None:
             msg = "batch_centering needs a batch_key and a model with a PCA layer (n_pcs set)."
             raise ValueError(msg)
-        model.config["batch_centering"] = True
-        front = center_by_batch(front, batches)
-        source = TensorSource(front, device)
+        model.config["batch_centering"] = True  # front_blocks centres each batch from here on
+    source, front = training_inputs(model, features, seed, device, batches if batch_centering else None)
     rep = representation(features, front, seed) if rep is None else np.asarray(rep, dtype=np.float32)
     if not np.ptp(rep, axis=0).any():
         msg = "Every cell has the same features (a constant matrix): there is nothing to embed. Check the input."

@@ -18,7 +18,6 @@ import torch
 from scipy import sparse
 from torch import nn
 
-from ._calibration import softmax_t
 from ._data import CHUNK_ROWS, check_finite, dense_rows
 from ._loss import kernel_dof
 from ._utils import get_device, predict, softmax
@@ -281,7 +280,7 @@ class DENModel:
         dev = get_device(device)
         self.cluster_net.to(dev)
         logits = predict(self.cluster_body(), self.front_blocks(X, var_names, batches=batches), device=dev)
-        return softmax_t(logits, self.cluster_config.get("calibration", {}).get("temperature", 1.0))
+        return softmax(logits, self.cluster_config.get("calibration", {}).get("temperature", 1.0))
 
     def predict_label_proba(
         self, X, var_names: pd.Index | None = None, *, device: str = "auto", check: bool = True, batches=None

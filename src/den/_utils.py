@@ -81,8 +81,9 @@ def predict(net: torch.nn.Module, blocks, *, device: torch.device, batch_size: i
     return np.concatenate(out).astype(np.float32)
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax in float32."""
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Row-wise ``softmax(logits / temperature)`` in float32 (temperature scaling: :mod:`den._calibration`)."""
+    logits = logits if temperature == 1.0 else np.asarray(logits) / temperature
     z = logits - logits.max(1, keepdims=True)
     e = np.exp(z)
     return (e / e.sum(1, keepdims=True)).astype(np.float32)

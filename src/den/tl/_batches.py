@@ -62,18 +62,35 @@ def query_batches(
     return batches
 
 
+def batch_gene_means(X, batches: np.ndarray, cols: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Each batch's gene means in the model's gene order, one pass over row blocks; and each cell's batch code.
+
+    Returns ``(means, codes)``: one row of ``means`` per batch.
+    """
+    from scipy import sparse
+
+    from den._data import CHUNK_ROWS
+    from den._mapping import batch_codes
+
+    codes = batch_codes(batches)
+    k = int(codes.max()) + 1
+    sums = np.zeros((k, X.shape[1]))
+    for start in range(0, X.shape[0], CHUNK_ROWS):
+        block = X[start : start + CHUNK_ROWS]
+        c = codes[start : start + block.shape[0]]
+        member = sparse.csr_matrix((np.ones(len(c)), (c, np.arange(len(c)))), shape=(k, len(c)))
+        part = member @ block
+        sums += part.toarray() if sparse.issparse(part) else np.asarray(part)
+    means = sums / np.maximum(np.bincount(codes, minlength=k), 1)[:, None]
+    return (means if cols is None else means[:, cols]).astype(np.float32), codes
+
+
 def gene_shift(X, batches: np.ndarray, cols: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """Each batch's gene means minus all cells' gene means, in the model's gene order.
 
     Returns ``(shift, codes)``: one row of ``shift`` per batch, ``codes`` each cell's row.
     """
-    from den._mapping import batch_codes
-
-    codes = batch_codes(batches)
-
-    def mean(rows) -> np.ndarray:
-        m = np.asarray(X[rows].mean(0)).ravel().astype(np.float32)
-        return m if cols is None else m[cols]
-
-    overall = mean(np.arange(X.shape[0]))
-    return np.stack([mean(np.flatnonzero(codes == b)) - overall for b in range(codes.max() + 1)]), codes
+    means, codes = batch_gene_means(X, batches, cols)
+    counts = np.bincount(codes, minlength=len(means))
+    overall = (means * counts[:, None]).sum(0) / counts.sum()
+    return means - overall, codes

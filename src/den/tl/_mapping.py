@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -10,14 +11,13 @@ import torch
 from scanpy import logging as logg
 from torch import nn
 
-from den._calibration import softmax_t
 from den._clustering import train_classifier
-from den._data import check_query_scale, get_matrix
+from den._data import check_query_scale, column_mean, get_matrix
 from den._mapping import MAPPING_NEIGHBORS, mapping_scores
 from den._model import DENModel
-from den._utils import check_random_state, make_actual, predict
+from den._utils import check_random_state, make_actual, predict, softmax
 
-from ._batches import gene_shift, query_batches, training_batches
+from ._batches import batch_gene_means, query_batches, training_batches
 from ._cluster_results import cluster_columns, write_clusters
 from ._transform import _columns
 
@@ -94,7 +94,7 @@ def transfer_labels(
     model = _model(reference, key)
     labels, categories = _reference_labels(reference, obs)
     seed = check_random_state(random_state)
-    ref_front, query_front = _fronts(model, reference, adata, key, batch_key)
+    ref_front, query_front = _fronts(model, reference, adata, _inputs(model, reference, adata, key, batch_key))
     known = labels >= 0
     trained = train_classifier(
         model,
@@ -110,7 +110,7 @@ def transfer_labels(
     )
     classifier = nn.Sequential(trained.net[0].body, trained.net[1])
     logits = predict(classifier, [query_front], device=torch.device("cpu"))
-    columns = cluster_columns(softmax_t(logits, trained.calibration["temperature"]), categories)
+    columns = cluster_columns(softmax(logits, trained.calibration["temperature"]), categories)
     out_key = key_added or obs
     params = {
         "obs": obs,
@@ -176,8 +176,9 @@ def mapping_score(
     if not (isinstance(n_neighbors, int | np.integer) and not isinstance(n_neighbors, bool) and n_neighbors >= 1):
         msg = f"Invalid n_neighbors={n_neighbors!r}: it must be an integer >= 1."
         raise ValueError(msg)
-    ref_front, query_front = _fronts(model, reference, adata, key, batch_key)
-    ref_r, query_r = _residuals(model, reference, adata, key, batch_key)
+    inputs = _inputs(model, reference, adata, key, batch_key)
+    ref_front, query_front = _fronts(model, reference, adata, inputs)
+    ref_r, query_r = _residuals(model, reference, adata, inputs)
     scores = mapping_scores(ref_front, query_front, n_neighbors, ref_residual=ref_r, query_residual=query_r)
     adata = adata.copy() if copy else adata
     make_actual(adata)
@@ -207,43 +208,51 @@ def _reference_labels(reference: AnnData, obs: str) -> tuple[np.ndarray, list[st
     return codes, categories
 
 
-def _fronts(
-    model: DENModel, reference: AnnData, query: AnnData, key: str, batch_key: str | None
-) -> tuple[np.ndarray, np.ndarray]:
-    """The frozen-front outputs (PCs) of reference and query, the query checked against the model first."""
+@dataclass(frozen=True)
+class _Inputs:
+    """Reference and query matrices, checked once, and each cell's batch (batch-centring models only)."""
+
+    X_ref: object
+    X_query: object
+    ref_batches: np.ndarray | None
+    query_batches: np.ndarray | None
+
+
+def _inputs(model: DENModel, reference: AnnData, query: AnnData, key: str, batch_key: str | None) -> _Inputs:
+    """Read and check both matrices (the query against the model) before any work."""
     layer = model.config.get("layer")
     X_ref, X_query = get_matrix(reference, layer), get_matrix(query, layer)
     cols = model.gene_index(query.var_names)  # raises before any work if genes are missing
     check_query_scale(
         model.config.get("input_stats"), X_query if cols is None else _columns(X_query, cols), "The query"
     )
-    ref_batches = training_batches(reference, model, key)
-    query_b = query_batches(query, batch_key, model)
-    ref = np.concatenate(list(model.front_blocks(X_ref, reference.var_names, batches=ref_batches)))
-    return ref, np.concatenate(list(model.front_blocks(X_query, query.var_names, batches=query_b)))
+    return _Inputs(X_ref, X_query, training_batches(reference, model, key), query_batches(query, batch_key, model))
 
 
-def _residuals(model: DENModel, reference: AnnData, query: AnnData, key: str, batch_key: str | None):
+def _fronts(model: DENModel, reference: AnnData, query: AnnData, inputs: _Inputs) -> tuple[np.ndarray, np.ndarray]:
+    """The frozen-front outputs (PCs) of reference and query."""
+    ref = model.front_blocks(inputs.X_ref, reference.var_names, batches=inputs.ref_batches)
+    q = model.front_blocks(inputs.X_query, query.var_names, batches=inputs.query_batches)
+    return np.concatenate(list(ref)), np.concatenate(list(q))
+
+
+def _residuals(model: DENModel, reference: AnnData, query: AnnData, inputs: _Inputs):
     """Each cell's distance to the PCA layer's space, in its units (reference and query cells)."""
     w = model.encoder.projection.weight.detach().cpu().numpy().astype(np.float64)  # components.T / scale
     scale = 1.0 / float(np.linalg.norm(w[0]))
-    layer = model.config.get("layer")
-    ref_cols, query_cols = model.gene_index(reference.var_names), model.gene_index(query.var_names)
-    X_ref, X_query = get_matrix(reference, layer), get_matrix(query, layer)
-    mean = np.asarray(X_ref.mean(0)).ravel()
-    mean = mean if ref_cols is None else mean[ref_cols]
+    if inputs.ref_batches is None:  # the PCA layer's centre: the mean of the reference it was fitted on
+        mean, cols = column_mean(inputs.X_ref), model.gene_index(reference.var_names)
+        training_mean = (mean if cols is None else mean[cols])[None, :]
     out = []
-    for a, X, cols, batches in (
-        (reference, X_ref, ref_cols, training_batches(reference, model, key)),
-        (query, X_query, query_cols, query_batches(query, batch_key, model)),
+    for a, X, batches in (
+        (reference, inputs.X_ref, inputs.ref_batches),
+        (query, inputs.X_query, inputs.query_batches),
     ):
         # what the PCA layer reads: genes minus the training mean, or minus the cell's own batch mean when centring
         if batches is None:
-            centre, codes = mean[None, :], np.zeros(a.n_obs, dtype=int)
+            centre, codes = training_mean, np.zeros(a.n_obs, dtype=int)
         else:
-            shift, codes = gene_shift(X, batches, cols)
-            overall = np.asarray(X.mean(0)).ravel()
-            centre = shift + (overall if cols is None else overall[cols])[None, :]
+            centre, codes = batch_gene_means(X, batches, model.gene_index(a.var_names))
         r = np.empty(a.n_obs, dtype=np.float64)
         for start in range(0, a.n_obs, 4096):
             idx = np.arange(start, min(start + 4096, a.n_obs))
