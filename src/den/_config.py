@@ -263,6 +263,7 @@ class EmbedConfig(Config):
     label_weight: float = param(1.0, Float(0))
     label_head: bool = param(True, Bool())
     device: str = param("auto", Device())
+    devices: int = param(1, Int(1))
     random_state: int | None = param(0, Seed())
 
     def check(self) -> None:

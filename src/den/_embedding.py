@@ -20,11 +20,11 @@ from ._data import Features, input_stats, iter_rows
 from ._loss import kernel_dof
 from ._mapping import batch_balanced_knn
 from ._model import DENModel
-from ._pairs import PairSampler, drop_label_conflicts, fuzzy_weights, knn, knn_pairs, label_pairs, mutual_pairs
+from ._pairs import LabelPairs, PairSampler, drop_label_conflicts, fuzzy_weights, knn, knn_pairs, mutual_pairs
 from ._pca import pca
 from ._utils import get_device, torch_seed
 from .nn import ClusterHead, set_pca
-from .train import EmbeddingPlan, MatrixSource, Runner, TensorSource
+from .train import EmbeddingPlan, MatrixSource, Runner, TensorSource, check_devices, train
 
 #: near pairs a cell takes part in over the whole training, by default (``n_epochs=None``)
 PAIRS_PER_CELL = 250
@@ -50,6 +50,7 @@ class EmbeddingFit:
     n_neighbors: int  #: as used (lowered for tiny data)
     seed: int
     notes: list[str] = field(default_factory=list)
+    epoch_seconds: list[float] = field(default_factory=list)  #: wall time of each epoch (rank 0's)
 
 
 def default_epochs(n_cells: int, n_pairs: int, batch_size: int) -> int:
@@ -177,7 +178,15 @@ def fit_embedding(
     """
     n = features.n
     k = effective_neighbors(config.n_neighbors, n)
-    device = get_device(config.device)
+    train_device = get_device(config.device)
+    check_devices(config.devices, train_device)
+    if config.devices > 1 and config.n_pcs is None and n * features.X.shape[1] > IN_MEMORY_MAX_VALUES:
+        msg = (
+            f"devices={config.devices} trains on inputs held in memory, but without the PCA layer these are "
+            f"{n} x {features.X.shape[1]} values; pass n_pcs=50 (the default) or devices=1."
+        )
+        raise ValueError(msg)
+    device = train_device if config.devices == 1 else torch.device("cpu")  # spawned ranks move their copies
     n_pcs = None if config.n_pcs is None else int(min(config.n_pcs, features.X.shape[1], n - 1))
     with torch_seed(seed):
         model = DENModel.build(model_config(features, config, layer=layer, n_pcs=n_pcs))
@@ -201,7 +210,7 @@ def fit_embedding(
     extra, head = None, None
     if labels is not None:
         near = drop_label_conflicts(near, labels)
-        extra = lambda: label_pairs(labels, LABEL_PAIRS_PER_CELL, rng)
+        extra = LabelPairs(labels, LABEL_PAIRS_PER_CELL, rng)
         if config.label_head:
             with torch_seed(seed + 1):
                 head = ClusterHead(config.n_components, len(label_categories)).to(device)
@@ -236,12 +245,12 @@ def fit_embedding(
     runner = Runner(
         n_epochs=n_epochs,
         learning_rate=config.learning_rate,
-        device=device,
+        device=train_device,
         progress_bar=progress_bar,
         desc="DEN embedding",
     )
-    history = runner.run(plan)
+    history = train(runner, plan, devices=config.devices, seed=seed)
     model.encoder.cpu().eval()
     if head is not None:
         model.attach_labels({"categories": list(label_categories)}, head.cpu())
-    return EmbeddingFit(model, history, rep, len(near[0]), n_epochs, k, seed)
+    return EmbeddingFit(model, history, rep, len(near[0]), n_epochs, k, seed, epoch_seconds=runner.seconds)

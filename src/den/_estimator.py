@@ -89,6 +89,13 @@ class DEN(ClusterMixin, TransformerMixin, BaseEstimator):
         Largest k the clustering considers.
     device
         ``"auto"`` (one CUDA GPU if available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``.
+    devices
+        Train the map data-parallel on this many processes (torch.distributed DDP: gloo on
+        CPUs, NCCL on GPUs 0 to ``devices - 1``); each trains its share of every epoch's
+        pairs. Results are reproducible for a given seed and ``devices``, but differ from
+        ``devices=1``. In a script, call den under ``if __name__ == "__main__":`` (the
+        processes are spawned). Inside a ``torchrun`` group keep ``devices=1``: den trains
+        on every rank of it. See the docs' scaling page.
     random_state
         Seed of everything random (PCA, pairs, weights, batches, clustering); ``None`` draws one.
     progress_bar
@@ -146,6 +153,7 @@ class DEN(ClusterMixin, TransformerMixin, BaseEstimator):
         gamma: float = 1.5,
         max_clusters: int = 40,
         device: str = "auto",
+        devices: int = 1,
         random_state: int | None = 0,
         progress_bar: bool = False,
     ):
@@ -171,6 +179,7 @@ class DEN(ClusterMixin, TransformerMixin, BaseEstimator):
         self.gamma = gamma
         self.max_clusters = max_clusters
         self.device = device
+        self.devices = devices
         self.random_state = random_state
         self.progress_bar = progress_bar
 

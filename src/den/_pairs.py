@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from scipy import sparse
 
+from den._utils import PicklableGenerators
+
 #: above this many cells the kNN search is approximate (pynndescent), below it exact
 EXACT_KNN_MAX_CELLS = 50_000
 
@@ -112,7 +114,7 @@ class PairBatch:
     far: torch.Tensor
 
 
-class PairSampler:
+class PairSampler(PicklableGenerators):
     """Batches of near pairs with far partners drawn among each batch's rows.
 
     Parameters
@@ -132,7 +134,12 @@ class PairSampler:
     rep
         Representation for ``far_rule="distance"`` (a tensor on the training device).
     extra
-        Callable returning extra near pairs drawn afresh every epoch (label pairs), or ``None``.
+        Callable returning extra near pairs drawn afresh every epoch (:class:`LabelPairs`), or ``None``.
+
+    Several processes (:mod:`den.train._distributed`) share the order of the pairs: every
+    rank holds a generator in the same state and draws the same epoch, then takes its part
+    of every batch (:func:`rank_slice`); far partners come from :attr:`draw_generator`,
+    which each rank seeds on its own (:meth:`reseed`).
     """
 
     def __init__(
@@ -152,6 +159,7 @@ class PairSampler:
         self.weights = None if weights is None else torch.as_tensor(weights / weights.max(), dtype=torch.float32)
         self.batch_size, self.n_far, self.far_rule = batch_size, n_far, far_rule
         self.generator, self.rep, self.extra = generator, rep, extra
+        self.draw_generator = generator
         self.n_extra = 0 if extra is None else len(extra()[0])
 
     @property
@@ -164,6 +172,10 @@ class PairSampler:
     def steps_per_epoch(self) -> int:
         return math.ceil(self.n_pairs / self.batch_size)
 
+    def reseed(self, generator: torch.Generator) -> None:
+        """Draw far partners from ``generator`` (one per rank); the pair order stays shared."""
+        self.draw_generator = generator
+
     def _epoch_pairs(self) -> tuple[torch.Tensor, torch.Tensor]:
         ni, nj = self.near_i, self.near_j
         if self.weights is not None:  # each pair takes part with probability proportional to its weight
@@ -174,25 +186,48 @@ class PairSampler:
         ei, ej = self.extra()
         return torch.cat([ni, torch.as_tensor(ei)]), torch.cat([nj, torch.as_tensor(ej)])
 
-    def epoch(self) -> Iterator[PairBatch]:
-        """One pass over all near pairs in random order."""
+    def epoch(self, rank: int = 0, world_size: int = 1) -> Iterator[PairBatch]:
+        """One pass over all near pairs in random order (with several ranks: rank ``rank``'s part of every batch)."""
         pi, pj = self._epoch_pairs()
         perm = torch.randperm(len(pi), generator=self.generator)
         pi, pj = pi[perm], pj[perm]
         for start in range(0, len(pi), self.batch_size):
-            rows = torch.cat([pi[start : start + self.batch_size], pj[start : start + self.batch_size]])
+            stop = min(start + self.batch_size, len(pi))
+            if stop - start < world_size:  # a last batch too small to give every rank a pair
+                continue
+            part = rank_slice(stop - start, rank, world_size)
+            rows = torch.cat([pi[start:stop][part], pj[start:stop][part]])
             yield PairBatch(rows, self._far(rows))
 
     def _far(self, rows: torch.Tensor) -> torch.Tensor:
-        n_rows = len(rows)
+        n_rows, gen = len(rows), self.draw_generator
         if self.far_rule == "shared":
-            return torch.randint(0, n_rows, (self.n_far,), generator=self.generator)
+            return torch.randint(0, n_rows, (self.n_far,), generator=gen)
         b = n_rows // 2
-        cand = torch.randint(0, n_rows, (b, 3 * self.n_far), generator=self.generator)
+        cand = torch.randint(0, n_rows, (b, 3 * self.n_far), generator=gen)
         rep = self.rep[rows.to(self.rep.device)].cpu()
         dist = torch.linalg.vector_norm(rep[cand] - rep[:b, None, :], dim=2) + 1e-12
-        pick = torch.multinomial(dist, self.n_far, replacement=True, generator=self.generator)
+        pick = torch.multinomial(dist, self.n_far, replacement=True, generator=gen)
         return torch.gather(cand, 1, pick)
+
+
+def rank_slice(n: int, rank: int, world_size: int) -> slice:
+    """Rank ``rank``'s part of a batch of ``n`` items: ``world_size`` contiguous, near-equal parts.
+
+    Every rank takes a part of every batch, so several ranks take the same steps, on the
+    same batches, as one process would (data-parallel training averages their gradients).
+    """
+    return slice(n * rank // world_size, n * (rank + 1) // world_size)
+
+
+class LabelPairs:
+    """Same-label near pairs drawn afresh every epoch (:func:`label_pairs`, the semi-supervised mode)."""
+
+    def __init__(self, labels: np.ndarray, per_cell: int, rng: np.random.Generator):
+        self.labels, self.per_cell, self.rng = labels, per_cell, rng
+
+    def __call__(self) -> tuple[np.ndarray, np.ndarray]:
+        return label_pairs(self.labels, self.per_cell, self.rng)
 
 
 def fuzzy_weights(

@@ -87,3 +87,26 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     z = logits - logits.max(1, keepdims=True)
     e = np.exp(z)
     return (e / e.sum(1, keepdims=True)).astype(np.float32)
+
+
+class PicklableGenerators:
+    """Pickle the object's :class:`torch.Generator` attributes by their state.
+
+    torch's process-spawning pickler cannot send a generator itself; its state (bytes)
+    travels instead, so a spawned rank resumes the draws exactly where the parent was.
+    """
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        for k, v in state.items():
+            if isinstance(v, torch.Generator):
+                state[k] = ("torch.Generator", v.get_state().numpy().tobytes())
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        for k, v in state.items():
+            if isinstance(v, tuple) and len(v) == 2 and v[0] == "torch.Generator":
+                g = torch.Generator()
+                g.set_state(torch.frombuffer(bytearray(v[1]), dtype=torch.uint8))
+                state[k] = g
+        self.__dict__.update(state)

@@ -42,6 +42,7 @@ def embed(
     label_weight: float = 1.0,
     label_head: bool = True,
     device: str = "auto",
+    devices: int = 1,
     random_state: int | None = 0,
     key_added: str | None = None,
     progress_bar: bool = True,
@@ -86,6 +87,8 @@ def embed(
         See :class:`den.DEN`.
     device
         ``"auto"`` (one CUDA GPU if available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``.
+    devices
+        Train data-parallel on this many processes (torch.distributed DDP); see :class:`den.DEN`.
     random_state
         Seed for the PCA, pair sampling, weights and batching; ``None`` draws one (recorded).
     key_added
@@ -103,7 +106,7 @@ def embed(
         DEN coordinates.
     `adata.uns['den' | key_added]` : :class:`dict`
         ``params`` (the arguments), ``fit`` (what they resolved to: epochs, neighbours,
-        near pairs, seed, device), ``history`` (mean loss per epoch) and ``model`` (JSON
+        near pairs, seed, device), ``history`` (mean loss and wall seconds per epoch) and ``model`` (JSON
         config and weights; see :class:`den.DENModel`).
 
     Examples
@@ -157,6 +160,7 @@ def embed(
         "n_near_pairs": fit.n_near_pairs,
         "random_state": fit.seed,
         "device": str(device),
+        "devices": devices,
     }
 
     adata = adata.copy() if copy else adata
@@ -165,7 +169,10 @@ def embed(
     adata.uns[key_uns] = {
         "params": params,
         "fit": resolved,
-        "history": {"loss": np.asarray(fit.history, dtype=np.float64)},
+        "history": {
+            "loss": np.asarray(fit.history, dtype=np.float64),
+            "seconds": np.asarray(fit.epoch_seconds, dtype=np.float64),
+        },
         "model": fit.model.to_uns(),
     }
     logg.info(

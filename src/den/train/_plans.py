@@ -9,9 +9,11 @@ import torch
 from torch import nn
 
 from den._loss import batch_contrastive_loss, pair_loss
+from den._pairs import rank_slice
+from den._utils import PicklableGenerators
 
 
-class EmbeddingPlan:
+class EmbeddingPlan(PicklableGenerators):
     """The Siamese embedding: near pairs pulled, far pairs pushed, optional label head.
 
     Parameters
@@ -38,6 +40,9 @@ class EmbeddingPlan:
         Seeded torch generator for the noise.
     """
 
+    #: trained data-parallel inside a process group (:class:`den.train.Runner`)
+    data_parallel = True
+
     def __init__(
         self,
         body: nn.Module,
@@ -63,12 +68,31 @@ class EmbeddingPlan:
     def modules(self) -> list[nn.Module]:
         return [self.body] + ([self.label_head] if self.label_head is not None else [])
 
+    def wrap(self, fn) -> None:
+        """Replace each trained module ``m`` by ``fn(m)`` (the data-parallel wrapper)."""
+        self.body = fn(self.body)
+        if self.label_head is not None:
+            self.label_head = fn(self.label_head)
+
+    def reseed(self, generator: torch.Generator) -> None:
+        """Draw noise and far partners from ``generator`` (each rank its own)."""
+        self.generator = generator
+        self.sampler.reseed(generator)
+
+    def to(self, device: torch.device) -> None:
+        """Move the plan's modules, source and labels to ``device``."""
+        self.wrap(lambda m: m.to(device))
+        self.source.to(device)
+        if self.labels is not None:
+            self.labels = self.labels.to(device)
+
     @property
     def steps_per_epoch(self) -> int:
+        """Steps per epoch (the same on every rank: each computes a part of every batch)."""
         return self.sampler.steps_per_epoch
 
-    def batches(self):
-        return self.sampler.epoch()
+    def batches(self, rank: int = 0, world_size: int = 1):
+        return self.sampler.epoch(rank, world_size)
 
     def _inputs(self, rows: torch.Tensor) -> torch.Tensor:
         x = self.source.gather(rows)
@@ -101,13 +125,13 @@ class EmbeddingPlan:
     def _label_loss(self, out: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         y = self.labels[rows.to(self.labels.device)]
         known = y >= 0
-        if not bool(known.any()):
-            return out.sum() * 0
+        if not bool(known.any()):  # a zero that still reaches the head (data-parallel ranks must agree)
+            return self.label_head(out[:1]).sum() * 0
         ce = nn.functional.cross_entropy(self.label_head(out[known]), y[known])
         return self.label_weight * self.labelled_share * ce
 
 
-class ClassifierPlan:
+class ClassifierPlan(PicklableGenerators):
     """Class-balanced cross-entropy of ``net`` on labelled rows (cluster head, fine-tuning, label head).
 
     Parameters
@@ -123,6 +147,9 @@ class ClassifierPlan:
     generator
         Seeded torch generator for the batch order.
     """
+
+    #: small: every rank trains it whole (:class:`den.train.Runner`)
+    data_parallel = False
 
     def __init__(self, net: nn.Module, source, labels: np.ndarray, *, batch_size: int, generator: torch.Generator):
         self.net, self.source, self.batch_size, self.generator = net, source, batch_size, generator
@@ -140,9 +167,9 @@ class ClassifierPlan:
     def steps_per_epoch(self) -> int:
         return math.ceil(len(self.y) / self.batch_size)
 
-    def batches(self):
-        order = torch.randperm(len(self.y), generator=self.generator)
-        return order.split(self.batch_size)
+    def batches(self, rank: int = 0, world_size: int = 1):
+        order = torch.randperm(len(self.y), generator=self.generator).split(self.batch_size)
+        return [b[rank_slice(len(b), rank, world_size)] for b in order if len(b) >= world_size]
 
     def loss(self, idx: torch.Tensor) -> torch.Tensor:
         return self.criterion(self.net(self.source.gather(idx)), self.y[idx.to(self.y.device)])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import time
 from collections.abc import Iterator
 
 import torch
@@ -38,6 +39,12 @@ def training_threads(device: torch.device) -> Iterator[None]:
 class Runner:
     """Adam with a cosine learning-rate decay from ``learning_rate`` to 0 over all steps.
 
+    Inside a torch.distributed process group (:mod:`den.train._distributed`) a plan with
+    ``data_parallel = True`` (the embedding) is trained data-parallel: every rank computes
+    its part of every batch and the modules are wrapped in
+    :class:`~torch.nn.parallel.DistributedDataParallel`, which averages the gradients. Other
+    plans (the small heads) train whole on every rank, deterministically, so the ranks agree.
+
     Parameters
     ----------
     n_epochs
@@ -55,29 +62,34 @@ class Runner:
     def __init__(self, *, n_epochs: int, learning_rate: float, device: torch.device, progress_bar: bool, desc: str):
         self.n_epochs, self.learning_rate, self.device = n_epochs, learning_rate, device
         self.progress_bar, self.desc = progress_bar, desc
+        #: called as ``on_epoch(epoch, mean_loss, seconds)`` after every epoch (the progress of spawned ranks)
+        self.on_epoch = None
+        #: wall seconds of each epoch of the last :meth:`run`
+        self.seconds: list[float] = []
 
     def run(self, plan) -> list[float]:
-        """Train ``plan``; returns the mean loss of each epoch."""
+        """Train ``plan``; returns the mean loss of each epoch (over all ranks)."""
+        from ._distributed import data_parallel, mean_over_ranks, rank_world
+
+        rank, world = rank_world() if plan.data_parallel else (0, 1)
         modules = plan.modules()
         params = [p for m in modules for p in m.parameters() if p.requires_grad]
         optimizer = torch.optim.Adam(params, lr=self.learning_rate, foreach=True)
         total = max(1, self.n_epochs * plan.steps_per_epoch)
-        history: list[float] = []
-        step = 0
         for m in modules:
             m.train()
-        bar = progress(range(self.n_epochs), desc=self.desc, enabled=self.progress_bar)
+        if world > 1:
+            plan.wrap(data_parallel(self.device))
+        history: list[float] = []
+        step = 0
+        bar = progress(range(self.n_epochs), desc=self.desc, enabled=self.progress_bar and rank == 0)
+        self.seconds = []
         with training_threads(self.device):
-            for _ in bar:
-                running, n_batches = 0.0, 0
-                for batch in plan.batches():
+            for epoch in bar:
+                running, n_batches, start = 0.0, 0, time.perf_counter()
+                for batch in plan.batches(rank, world):
                     loss = plan.loss(batch)
-                    if not torch.isfinite(loss):
-                        msg = (
-                            f"The {self.desc} loss became non-finite at step {step}. Check the input for extreme "
-                            "values (log-normalise counts) or lower `learning_rate`."
-                        )
-                        raise FloatingPointError(msg)
+                    self._check(loss, step)
                     for group in optimizer.param_groups:
                         group["lr"] = self.learning_rate * 0.5 * (1 + math.cos(math.pi * min(step / total, 1.0)))
                     optimizer.zero_grad(set_to_none=True)
@@ -86,9 +98,20 @@ class Runner:
                     running += float(loss.detach())
                     n_batches += 1
                     step += 1
-                history.append(running / max(n_batches, 1))
-                if self.progress_bar:
+                history.append(mean_over_ranks(running, n_batches) if world > 1 else running / max(n_batches, 1))
+                self.seconds.append(time.perf_counter() - start)
+                if self.progress_bar and rank == 0:
                     bar.set_postfix(loss=f"{history[-1]:.4f}")
+                if self.on_epoch is not None:
+                    self.on_epoch(epoch, history[-1], self.seconds[-1])
         for m in modules:
             m.eval()
         return history
+
+    def _check(self, loss: torch.Tensor, step: int) -> None:
+        if not torch.isfinite(loss):
+            msg = (
+                f"The {self.desc} loss became non-finite at step {step}. Check the input for extreme "
+                "values (log-normalise counts) or lower `learning_rate`."
+            )
+            raise FloatingPointError(msg)

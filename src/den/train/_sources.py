@@ -23,6 +23,9 @@ class TensorSource:
     def gather(self, idx: torch.Tensor) -> torch.Tensor:
         return self.data[idx.to(self.device)]
 
+    def to(self, device: torch.device) -> None:
+        self.data, self.device = self.data.to(device), device
+
 
 class MatrixSource:
     """Rows of a (sparse) matrix, densified per batch; ``cols`` selects and orders the columns."""
@@ -38,3 +41,6 @@ class MatrixSource:
         if self.cols is not None:
             block = block[:, self.cols]
         return torch.from_numpy(block).to(self.device)
+
+    def to(self, device: torch.device) -> None:
+        self.device = device
