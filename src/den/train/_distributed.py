@@ -113,15 +113,22 @@ def run_on_devices(runner, plan, *, devices: int, seed: int) -> list[float]:
     # row 0: epochs done; row 1: loss, row 2: seconds of each epoch
     status = torch.zeros(3, runner.n_epochs + 1, dtype=torch.float64).share_memory_()
     bar = progress(None, total=runner.n_epochs, desc=runner.desc, enabled=runner.progress_bar)
+    finished = torch.zeros(1, dtype=torch.bool).share_memory_()  # set by rank 0 once every rank is done
     rank_runner = copy.copy(runner)
     rank_runner.progress_bar = False
-    args = (devices, _free_port(), rank_runner, plan, seed, status)
+    args = (devices, _free_port(), rank_runner, plan, seed, status, finished)
     context = torch.multiprocessing.start_processes(
         _rank_main, args=args, nprocs=devices, join=False, start_method="spawn"
     )
     done = 0
-    while not context.join(timeout=POLL_SECONDS):
-        done = _advance(bar, status, done)
+    try:
+        while not context.join(timeout=POLL_SECONDS):
+            done = _advance(bar, status, done)
+    except torch.multiprocessing.ProcessExitedException:
+        # a rank killed by a signal after every rank had finished (seen once in CI: an abort in
+        # gloo while the ranks shut down) lost nothing: the weights are already written back
+        if not bool(finished[0]):
+            raise
     _advance(bar, status, done)
     bar.close()
     runner.seconds = status[2, 1:].tolist()
@@ -142,7 +149,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _rank_main(rank: int, world: int, port: int, runner, plan, seed: int, status: torch.Tensor) -> None:
+def _rank_main(
+    rank: int, world: int, port: int, runner, plan, seed: int, status: torch.Tensor, finished: torch.Tensor
+) -> None:
     """One spawned rank: join the group, train a private copy of the modules, rank 0 reports back."""
     cuda = runner.device.type == "cuda"
     device = torch.device("cuda", rank) if cuda else torch.device("cpu")
@@ -166,7 +175,9 @@ def _rank_main(rank: int, world: int, port: int, runner, plan, seed: int, status
                 for target, trained in zip(shared, own, strict=True):
                     for a, b in zip(target.state_dict().values(), trained.state_dict().values(), strict=True):
                         a.copy_(b.cpu())
-        dist.barrier()
+        dist.barrier()  # every rank has finished training
+        if rank == 0:
+            finished[0] = True
     finally:
         dist.destroy_process_group()
 
