@@ -91,11 +91,11 @@ class DEN(ClusterMixin, TransformerMixin, BaseEstimator):
         ``"auto"`` (one CUDA GPU if available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``.
     devices
         Train the map data-parallel on this many processes (torch.distributed DDP: gloo on
-        CPUs, NCCL on GPUs 0 to ``devices - 1``); each trains its share of every epoch's
-        pairs. Results are reproducible for a given seed and ``devices``, but differ from
+        CPUs, NCCL on GPUs 0 to ``devices - 1``); each computes its part of every batch.
+        Results are reproducible for a given seed and ``devices``, but differ from
         ``devices=1``. In a script, call den under ``if __name__ == "__main__":`` (the
         processes are spawned). Inside a ``torchrun`` group keep ``devices=1``: den trains
-        on every rank of it. See the docs' scaling page.
+        on every rank of it. See the docs' method page.
     random_state
         Seed of everything random (PCA, pairs, weights, batches, clustering); ``None`` draws one.
     progress_bar

@@ -9,7 +9,6 @@ import torch
 from torch import nn
 
 from den._loss import batch_contrastive_loss, pair_loss
-from den._pairs import rank_slice
 from den._utils import PicklableGenerators
 
 
@@ -131,7 +130,7 @@ class EmbeddingPlan(PicklableGenerators):
         return self.label_weight * self.labelled_share * ce
 
 
-class ClassifierPlan(PicklableGenerators):
+class ClassifierPlan:
     """Class-balanced cross-entropy of ``net`` on labelled rows (cluster head, fine-tuning, label head).
 
     Parameters
@@ -167,9 +166,9 @@ class ClassifierPlan(PicklableGenerators):
     def steps_per_epoch(self) -> int:
         return math.ceil(len(self.y) / self.batch_size)
 
-    def batches(self, rank: int = 0, world_size: int = 1):
-        order = torch.randperm(len(self.y), generator=self.generator).split(self.batch_size)
-        return [b[rank_slice(len(b), rank, world_size)] for b in order if len(b) >= world_size]
+    def batches(self):
+        order = torch.randperm(len(self.y), generator=self.generator)
+        return order.split(self.batch_size)
 
     def loss(self, idx: torch.Tensor) -> torch.Tensor:
         return self.criterion(self.net(self.source.gather(idx)), self.y[idx.to(self.y.device)])

@@ -87,7 +87,7 @@ class Runner:
         with training_threads(self.device):
             for epoch in bar:
                 running, n_batches, start = 0.0, 0, time.perf_counter()
-                for batch in plan.batches(rank, world):
+                for batch in plan.batches(rank, world) if world > 1 else plan.batches():
                     loss = plan.loss(batch)
                     self._check(loss, step)
                     for group in optimizer.param_groups:

@@ -41,6 +41,3 @@ class MatrixSource:
         if self.cols is not None:
             block = block[:, self.cols]
         return torch.from_numpy(block).to(self.device)
-
-    def to(self, device: torch.device) -> None:
-        self.device = device
