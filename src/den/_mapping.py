@@ -1,4 +1,4 @@
-"""Mapping queries onto a reference: a per-cell mapping score, and batch-balanced neighbours.
+"""Mapping queries onto a reference: per-cell mapping scores, and batch-balanced neighbours.
 
 Knows nothing about AnnData; :mod:`den.tl._mapping` and :func:`den.tl.embed` use it.
 """
@@ -41,6 +41,33 @@ def mapping_scores(
     ref_typical = np.sort(ref_d)
     at_least = len(ref_typical) - np.searchsorted(ref_typical, q_d, side="left")
     return (at_least / len(ref_typical)).astype(np.float32)
+
+
+def relative_scores(ref: np.ndarray, query: np.ndarray, n_neighbors: int = MAPPING_NEIGHBORS) -> np.ndarray:
+    """How well the reference covers each query cell, compared with the rest of the query, in ``[0, 1]``.
+
+    A cell's statistic is ``log(d_ref / d_query)``: its mean distance to its ``n_neighbors``
+    nearest reference cells over its mean distance to its ``n_neighbors`` nearest other query
+    cells. A population the reference lacks has close company in the query and none in the
+    reference, so a high statistic; a batch effect that moves every query cell away from the
+    reference raises everyone's ``d_ref`` alike. The statistic is standardised robustly over the
+    query (median, 1.4826 x MAD) and the score is the normal upper-tail probability: roughly
+    uniform for cells like most of the query, near 0 for a population the reference lacks.
+    The yardstick is the query itself, so most query cells must be of types the reference has.
+    """
+    from scipy.stats import norm
+    from sklearn.neighbors import NearestNeighbors
+
+    k = int(min(n_neighbors, len(ref), len(query) - 1))
+    d_ref = NearestNeighbors(n_neighbors=k).fit(ref).kneighbors(query)[0].mean(1)
+    d_query = knn(query, k)[1].mean(1)
+    floor = 1e-6 * max(float(np.median(d_ref)), 1e-12)  # duplicated cells have d_query = 0
+    stat = np.log(d_ref + floor) - np.log(d_query + floor)
+    centre = np.median(stat)
+    spread = 1.4826 * np.median(np.abs(stat - centre))
+    if spread <= 0:
+        spread = float(stat.std()) or 1.0
+    return norm.sf((stat - centre) / spread).astype(np.float32)
 
 
 def batch_balanced_knn(rep: np.ndarray, batches: np.ndarray, n_neighbors: int) -> tuple[np.ndarray, np.ndarray]:

@@ -11,7 +11,7 @@ from snapshot import snapshot
 
 import den
 from den._calibration import expected_calibration_error, fit_temperature, held_out_split
-from den._mapping import batch_balanced_knn, mapping_scores
+from den._mapping import batch_balanced_knn, mapping_scores, relative_scores
 from den._utils import softmax
 
 FAST = {"n_epochs": 15, "progress_bar": False}
@@ -173,13 +173,50 @@ def test_transfer_labels_errors_leave_the_query_alone(split):
 
 def test_mapping_score_flags_the_novel_type(split):
     ref, query = split
+    before = query.copy()
     den.tl.mapping_score(query, ref)
     score = query.obs["den_mapping_score"].to_numpy()
     novel = (query.obs["cell_type"] == "novel").to_numpy()
-    # a query from a new batch, on a model that does not centre batches: its batch effect blurs the score
-    # (the batch-centred test below asks for 0.9)
-    assert roc_auc_score(novel, -score) > 0.8
-    assert np.median(score[novel]) < np.median(score[~novel])
+    # a query from a new batch, on a model that does not centre batches: ranked against the query, the
+    # batch effect (every query cell far from the reference) does not hide the novel type
+    assert roc_auc_score(novel, -score) > 0.9
+    assert query.uns["den_mapping_score"]["params"]["against"] == "query"
+    # ranked against the reference, the whole new batch looks unfamiliar and the novel type less so
+    den.tl.mapping_score(before, ref, against="reference")
+    assert roc_auc_score(novel, -before.obs["den_mapping_score"].to_numpy()) < roc_auc_score(novel, -score)
+
+
+def test_relative_scores_ignore_a_shift_of_the_whole_query():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 5, size=(4, 8))
+    ref = centres[rng.integers(0, 4, 2000)] + rng.normal(size=(2000, 8))
+    known = centres[rng.integers(0, 4, 900)] + rng.normal(size=(900, 8))
+    novel = rng.normal(0, 5, size=8) + rng.normal(size=(100, 8))
+    query = np.concatenate([known, novel]) + 1.5  # every query cell moved off the reference
+    s = relative_scores(ref, query)
+    assert roc_auc_score(np.r_[np.zeros(900), np.ones(100)], -s) > 0.99
+    assert 0.35 < s[:900].mean() < 0.65 and (s[:900] < 0.01).mean() < 0.03
+    assert (s[900:] < 0.01).mean() > 0.9
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"against": "nope"}, ValueError, "use 'query' or 'reference'"),
+        ({"n_neighbors": 0}, ValueError, "integer >= 1"),
+    ],
+)
+def test_mapping_score_errors_leave_the_query_alone(split, kwargs, error, match):
+    ref, query = split
+    before = snapshot(query)
+    with pytest.raises(error, match=match):
+        den.tl.mapping_score(query, ref, **kwargs)
+    assert snapshot(query) == before
+    small = query[:10].copy()
+    with pytest.raises(ValueError, match="at least n_neighbors \\+ 2 = 17 query cells, not 10"):
+        den.tl.mapping_score(small, ref)
+    den.tl.mapping_score(small, ref, against="reference")  # the reference yardstick needs no query
+    assert small.obs["den_mapping_score"].between(0, 1).all()
 
 
 def test_mapping_scores_of_the_reference_distribution_are_uniform():

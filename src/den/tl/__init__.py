@@ -4,7 +4,8 @@ from ._cell_features import cell_features
 from ._cluster import cluster
 from ._differentiating import differentiating_features
 from ._embed import embed
-from ._mapping import mapping_score, transfer_labels
+from ._mapping import transfer_labels
+from ._mapping_score import mapping_score
 from ._marker_features import marker_features
 from ._transform import transform
 

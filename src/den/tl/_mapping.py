@@ -1,4 +1,4 @@
-"""`den.tl.transfer_labels` and `den.tl.mapping_score`: what a reference says about query cells."""
+"""`den.tl.transfer_labels`: labels from the reference for query cells; reading both matrices for the mapping tools."""
 
 from __future__ import annotations
 
@@ -12,12 +12,11 @@ from scanpy import logging as logg
 from torch import nn
 
 from den._clustering import train_classifier
-from den._data import check_query_scale, column_mean, get_matrix
-from den._mapping import MAPPING_NEIGHBORS, mapping_scores
+from den._data import check_query_scale, get_matrix
 from den._model import DENModel
 from den._utils import check_random_state, make_actual, predict, softmax
 
-from ._batches import batch_gene_means, query_batches, training_batches
+from ._batches import query_batches, training_batches
 from ._cluster_results import cluster_columns, write_clusters
 from ._transform import _columns
 
@@ -128,64 +127,6 @@ def transfer_labels(
     return adata if copy else None
 
 
-def mapping_score(
-    adata: AnnData,
-    reference: AnnData,
-    *,
-    key: str = "den",
-    batch_key: str | None = None,
-    n_neighbors: int = MAPPING_NEIGHBORS,
-    key_added: str = "den_mapping_score",
-    copy: bool = False,
-) -> AnnData | None:
-    """Per query cell: how much it looks like some reference cell, in ``[0, 1]``.
-
-    A query cell's mean distance to its ``n_neighbors`` nearest reference cells, in the
-    space of the reference model's PCA layer, combined with its distance to that space
-    (what the PCA layer cannot represent, such as the marker genes of a type the reference
-    lacks), is ranked against the same distance of every reference cell to its nearest
-    other reference cells: the score is the share of reference cells at least as far. Query cells like the reference
-    score uniformly in ``[0, 1]``; cells unlike anything in it (a cell type the reference
-    lacks, failed QC, another normalisation) score near 0. Below 0.01 is a reasonable flag.
-
-    Parameters
-    ----------
-    adata
-        Query cells, normalised like the reference.
-    reference
-        AnnData on which :func:`den.tl.embed` ran (its cells are the yardstick).
-    key
-        ``uns`` key of the reference's embedding model.
-    batch_key
-        Query batches, for a batch-centring reference model (as in :func:`den.tl.transform`).
-    n_neighbors
-        Reference neighbours per cell.
-    key_added
-        ``obs`` column of the score.
-    copy
-        Return a copy instead of writing to ``adata``.
-
-    Returns
-    -------
-    Returns ``None`` or, with ``copy=True``, a copy of ``adata``, with `adata.obs[key_added]`.
-    """
-    model = _model(reference, key)
-    if model.encoder.projection is None:
-        msg = "mapping_score needs a model with a PCA layer (den.tl.embed with n_pcs set, the default)."
-        raise ValueError(msg)
-    if not (isinstance(n_neighbors, int | np.integer) and not isinstance(n_neighbors, bool) and n_neighbors >= 1):
-        msg = f"Invalid n_neighbors={n_neighbors!r}: it must be an integer >= 1."
-        raise ValueError(msg)
-    inputs = _inputs(model, reference, adata, key, batch_key)
-    ref_front, query_front = _fronts(model, reference, adata, inputs)
-    ref_r, query_r = _residuals(model, reference, adata, inputs)
-    scores = mapping_scores(ref_front, query_front, n_neighbors, ref_residual=ref_r, query_residual=query_r)
-    adata = adata.copy() if copy else adata
-    make_actual(adata)
-    adata.obs[key_added] = scores
-    return adata if copy else None
-
-
 def _model(reference, key: str) -> DENModel:
     if not hasattr(reference, "uns"):
         msg = f"`reference` must be the AnnData den.tl.embed ran on, not {type(reference).__name__}."
@@ -234,30 +175,3 @@ def _fronts(model: DENModel, reference: AnnData, query: AnnData, inputs: _Inputs
     ref = model.front_blocks(inputs.X_ref, reference.var_names, batches=inputs.ref_batches)
     q = model.front_blocks(inputs.X_query, query.var_names, batches=inputs.query_batches)
     return np.concatenate(list(ref)), np.concatenate(list(q))
-
-
-def _residuals(model: DENModel, reference: AnnData, query: AnnData, inputs: _Inputs):
-    """Each cell's distance to the PCA layer's space, in its units (reference and query cells)."""
-    w = model.encoder.projection.weight.detach().cpu().numpy().astype(np.float64)  # components.T / scale
-    scale = 1.0 / float(np.linalg.norm(w[0]))
-    if inputs.ref_batches is None:  # the PCA layer's centre: the mean of the reference it was fitted on
-        mean, cols = column_mean(inputs.X_ref), model.gene_index(reference.var_names)
-        training_mean = (mean if cols is None else mean[cols])[None, :]
-    out = []
-    for a, X, batches in (
-        (reference, inputs.X_ref, inputs.ref_batches),
-        (query, inputs.X_query, inputs.query_batches),
-    ):
-        # what the PCA layer reads: genes minus the training mean, or minus the cell's own batch mean when centring
-        if batches is None:
-            centre, codes = training_mean, np.zeros(a.n_obs, dtype=int)
-        else:
-            centre, codes = batch_gene_means(X, batches, model.gene_index(a.var_names))
-        r = np.empty(a.n_obs, dtype=np.float64)
-        for start in range(0, a.n_obs, 4096):
-            idx = np.arange(start, min(start + 4096, a.n_obs))
-            x = model.inputs(X, a.var_names, idx).astype(np.float64) - centre[codes[idx]]
-            inside = (x @ w.T) * scale  # the centred genes' coordinates along the components
-            r[idx] = np.sqrt(np.maximum((x**2).sum(1) - (inside**2).sum(1), 0)) / scale
-        out.append(r)
-    return out[0], out[1]
