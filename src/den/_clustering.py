@@ -5,28 +5,18 @@ Shared by :class:`den.DEN` and :func:`den.tl.cluster`; knows nothing about AnnDa
 
 from __future__ import annotations
 
-import math
 import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
-from torch import nn
 
-from ._calibration import calibrate, held_out_split
+from ._classifier import train_classifier
 from ._config import ClusterConfig
 from ._data import Features
 from ._embedding import representation
 from ._model import DENModel
 from ._pairs import knn
 from ._spectral import Spectrum, discover_clusters, merge_clusters, spectral_labels
-from ._utils import get_device, predict, torch_seed
-from .train import fit_classifier
-
-#: optimisation steps the cluster head takes at least (small data sets get more epochs)
-HEAD_MIN_STEPS = 1000
-#: ... and the end-to-end fine-tuning (when ``finetune_epochs > 0``)
-FINETUNE_MIN_STEPS = 200
 
 
 @dataclass
@@ -62,80 +52,6 @@ def find_clusters(
 def cluster_neighbors(n_neighbors: int, n_cells: int) -> int:
     """Neighbours of the data graph: ``n_neighbors``, at most ``max(3, n_cells // 5)`` (small data sets)."""
     return max(1, min(n_neighbors, max(3, n_cells // 5), n_cells - 2))
-
-
-def _epochs(n_epochs: int, n_cells: int, batch_size: int, *, min_steps: int) -> int:
-    """``n_epochs``, raised so that small data sets still get ``min_steps`` optimisation steps."""
-    steps_per_epoch = math.ceil(n_cells / batch_size)
-    return max(n_epochs, math.ceil(min_steps / steps_per_epoch)) if n_epochs > 0 else 0
-
-
-@dataclass
-class TrainedClassifier:
-    """A network from the encoder's front outputs to class logits, with its calibration."""
-
-    net: nn.Sequential  #: (encoder copy without its output layer, linear head)
-    calibration: dict[str, float]  #: ``temperature`` and held-out ``ece`` (see :mod:`den._calibration`)
-    history: dict[str, list[float]]
-
-
-def train_classifier(
-    model: DENModel,
-    front: np.ndarray,
-    labels: np.ndarray,
-    *,
-    head_epochs: int,
-    finetune_epochs: int,
-    batch_size: int,
-    device,
-    seed: int,
-    progress_bar: bool,
-    name: str = "cluster",
-) -> TrainedClassifier:
-    """Learn ``labels``: a linear head on the encoder's frozen last hidden layer, then head + encoder copy end to end.
-
-    ``front`` holds the encoder's frozen-front outputs of the cells (what its body reads). A
-    stratified 20 % of the cells is held out of training: they fit the temperature of the
-    probabilities and, cross-fitted in two halves, measure their calibration error.
-    """
-    device = get_device(device)
-    k = int(labels.max()) + 1
-    split = held_out_split(labels, seed)
-    with torch_seed(seed):
-        net = model.make_cluster_net(k)
-    encoder, head = net[0], net[1]
-    x_train, y_train = front[split.train], labels[split.train]
-    hidden = predict(encoder.body.to(device), [x_train], device=device)
-    stages = {  # (network, its inputs, epochs, minimum steps, progress label)
-        "head": (head, hidden, head_epochs, HEAD_MIN_STEPS, f"DEN {name} head"),
-        "finetune": (
-            nn.Sequential(encoder.body, head),
-            x_train,
-            finetune_epochs,
-            FINETUNE_MIN_STEPS,
-            "DEN fine-tuning",
-        ),
-    }
-    history = {}
-    for stage, (trainee, x, n_epochs, min_steps, desc) in stages.items():
-        epochs = _epochs(n_epochs, len(y_train), batch_size, min_steps=min_steps)
-        if epochs == 0:
-            continue
-        history[stage] = fit_classifier(
-            trainee,
-            x,
-            y_train,
-            n_epochs=epochs,
-            batch_size=batch_size,
-            learning_rate=1e-3,
-            seed=seed + len(history),
-            device=device,
-            progress_bar=progress_bar,
-            desc=desc,
-        )
-    net.cpu().eval()
-    logits = predict(nn.Sequential(encoder.body, head), [front], device=torch.device("cpu"))
-    return TrainedClassifier(net, calibrate(logits, labels, split), history)
 
 
 def train_cluster_net(

@@ -11,6 +11,7 @@ from snapshot import snapshot
 
 import den
 from den._calibration import expected_calibration_error, fit_temperature, held_out_split
+from den._classifier import stratified_folds
 from den._mapping import batch_balanced_knn, mapping_scores, relative_scores
 from den._utils import softmax
 
@@ -155,7 +156,38 @@ def test_transfer_labels_labels_the_query(split):
     assert np.allclose(query.obs["predicted_confidence"], proba.max(1))
     entry = query.uns["predicted"]
     assert entry["categories"] == ["type0", "type1", "type2", "type3"]
+    # a reference under 5,000 cells: calibrated on every cell's out-of-fold logits, not on a 20 % sample
+    assert entry["calibration"]["method"] == "5-fold cross-fitting"
+    assert entry["calibration"]["n_evaluated"] == ref.n_obs
     assert 0 <= entry["calibration"]["ece"] <= 0.1
+
+
+def test_stratified_folds_deal_every_class_round_the_folds():
+    labels = np.repeat([0, 1, 2], [500, 52, 3])
+    folds = stratified_folds(labels, 5, seed=0)
+    for c, n in ((0, 100), (1, 10)):
+        counts = np.bincount(folds[labels == c], minlength=5)
+        assert counts.min() >= n and counts.max() <= n + 1
+    assert len(set(folds[labels == 2])) == 3  # a class smaller than the folds: one cell per fold
+    assert not np.array_equal(folds, stratified_folds(labels, 5, seed=1))
+
+
+def test_cross_fitting_calibrates_on_out_of_fold_logits(split):
+    from den._classifier import train_classifier
+    from den.tl._mapping import _fronts, _inputs, _reference_labels
+
+    ref, query = split
+    model = den.DENModel.from_adata(ref, cluster_key=None)
+    labels, _ = _reference_labels(ref, "cell_type")
+    front, _ = _fronts(model, ref, query, _inputs(model, ref, query, "den", None))
+    kw = {"head_epochs": 2, "finetune_epochs": 0, "batch_size": 256, "device": "cpu", "seed": 0, "progress_bar": False}
+    held = train_classifier(model, front, labels, **kw)
+    crossed = train_classifier(model, front, labels, cross_fit=True, **kw)
+    assert held.calibration["method"] == "held-out 20 %" and held.calibration["n_evaluated"] < 0.25 * len(labels)
+    assert crossed.calibration["n_evaluated"] == len(labels)
+    # the network returned trains on every cell: the same seed and epochs as a held-out fit, more cells
+    w_held, w_crossed = held.net[1].weight.detach(), crossed.net[1].weight.detach()
+    assert not np.allclose(w_held, w_crossed)
 
 
 def test_transfer_labels_errors_leave_the_query_alone(split):

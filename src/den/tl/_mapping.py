@@ -11,7 +11,7 @@ import torch
 from scanpy import logging as logg
 from torch import nn
 
-from den._clustering import train_classifier
+from den._classifier import train_classifier
 from den._data import check_query_scale, get_matrix
 from den._model import DENModel
 from den._utils import check_random_state, make_actual, predict, softmax
@@ -45,9 +45,11 @@ def transfer_labels(
     A classifier with the architecture of den's clustering network (a copy of the
     reference's trained encoder, cut at its last hidden layer, and a linear head) learns
     ``reference.obs[obs]`` from the reference's genes: first the head alone, then head and
-    encoder copy end to end. A stratified 20 % of the labelled reference cells is held out
-    of that training: they fit a temperature for the probabilities (temperature scaling)
-    and, cross-fitted in two halves, measure their expected calibration error. The reference is not modified. As
+    encoder copy end to end. Its probabilities are temperature-scaled with a temperature
+    fitted on cells it did not train on, which also measure their expected calibration
+    error (cross-fitted in two halves): a stratified 20 % held out of training or, below
+    5,000 labelled cells, the out-of-fold predictions of 5 fold classifiers (the classifier
+    used then trains on every labelled cell). The reference is not modified. As
     ``sc.tl.ingest(obs=...)``, but the classifier reads genes, so query cells are labelled
     one by one, independently of the rest of the query. Pair it with
     :func:`den.tl.mapping_score` to flag cells that match nothing in the reference.
@@ -67,7 +69,7 @@ def transfer_labels(
     head_epochs, finetune_epochs, batch_size
         Training of the classifier, as in :func:`den.tl.cluster`.
     random_state
-        Seed of the held-out split and the training.
+        Seed of the held-out split (or folds) and the training.
     device
         ``"auto"``, ``"cpu"``, ``"cuda"``, ...
     key_added
@@ -86,8 +88,8 @@ def transfer_labels(
     `adata.obs[key_added + '_confidence']`, `adata.obsm[key_added + '_proba']`
         Largest calibrated probability, and all of them (columns: ``uns[key_added]['categories']``).
     `adata.uns[key_added]` : :class:`dict`
-        ``params``, ``categories`` and ``calibration`` (``temperature``, held-out ``ece``
-        before and after scaling).
+        ``params``, ``categories`` and ``calibration`` (``temperature``, ``ece`` on unseen cells
+        before and after scaling, ``n_evaluated`` and the ``method``).
     """
     start = logg.info(f"transferring {obs!r} from the reference")
     model = _model(reference, key)
@@ -106,6 +108,7 @@ def transfer_labels(
         seed=seed,
         progress_bar=progress_bar,
         name="label",
+        cross_fit=True,
     )
     classifier = nn.Sequential(trained.net[0].body, trained.net[1])
     logits = predict(classifier, [query_front], device=torch.device("cpu"))
