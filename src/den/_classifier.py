@@ -127,7 +127,7 @@ def _fit_network(
             front,
             how.finetune_epochs,
             FINETUNE_MIN_STEPS,
-            "DEN fine-tuning",
+            f"DEN fine-tuning{tag}",
         ),
     }
     history = {}
@@ -145,7 +145,7 @@ def _fit_network(
             seed=seed + len(history),
             device=how.device,
             progress_bar=how.progress_bar,
-            desc=desc + (tag if stage == "finetune" else ""),
+            desc=desc,
         )
     return net.cpu().eval(), history
 

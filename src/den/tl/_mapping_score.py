@@ -128,6 +128,15 @@ class _CentredInputs:
         rows = self.rows[sl]
         return self.model.inputs(self.X, self.var_names, rows) - self.centre[self.codes[rows]]
 
+    def subset(self, positions: np.ndarray) -> _CentredInputs:
+        """The same cells' rows at ``positions`` of this one."""
+        return _CentredInputs(self.model, self.X, self.var_names, self.rows[positions], self.centre, self.codes)
+
+    def blocks(self, size: int = 4096):
+        """Consecutive row blocks."""
+        for start in range(0, self.shape[0], size):
+            yield self[start : start + size]
+
 
 class _Stacked:
     """Two matrix-likes one above the other (row slices only)."""
@@ -147,13 +156,18 @@ class _Stacked:
         return np.concatenate(parts)
 
 
-def _centred(model: DENModel, a: AnnData, X, batches, rows: np.ndarray) -> _CentredInputs:
-    """``rows`` of ``X`` as the model reads them: each batch centred (batch-centring models), else as they are."""
+def _centred(
+    model: DENModel, a: AnnData, X, batches, rows: np.ndarray, unbatched: np.ndarray, dtype=np.float32
+) -> _CentredInputs:
+    """``rows`` of ``X`` minus the cell's centre: its batch's gene means (batch-centring models), else ``unbatched``.
+
+    The centre is held as ``dtype``, so the rows are centred in ``dtype``.
+    """
     if batches is None:
-        centre, codes = np.zeros((1, len(model.var_names)), np.float32), np.zeros(a.n_obs, dtype=int)
+        centre, codes = unbatched, np.zeros(a.n_obs, dtype=int)
     else:
         centre, codes = batch_gene_means(X, batches, model.gene_index(a.var_names))
-    return _CentredInputs(model, X, a.var_names, rows, centre, codes)
+    return _CentredInputs(model, X, a.var_names, rows, centre.astype(dtype), codes)
 
 
 def _sample(n: int, cap: int, rng: np.random.Generator) -> np.ndarray:
@@ -164,27 +178,21 @@ def _joint_pcs(model: DENModel, reference: AnnData, query: AnnData, inputs: _Inp
     """PCs of reference (a sample of up to ``MAX_REFERENCE_CELLS``) and query cells in one PCA of both."""
     rng = np.random.default_rng(seed)
     ref_rows = _sample(reference.n_obs, MAX_REFERENCE_CELLS, rng)
-    ref = _centred(model, reference, inputs.X_ref, inputs.ref_batches, ref_rows)
-    qry = _centred(model, query, inputs.X_query, inputs.query_batches, np.arange(query.n_obs))
+    none = np.zeros((1, len(model.var_names)), np.float32)  # the PCA centres the rows itself
+    ref = _centred(model, reference, inputs.X_ref, inputs.ref_batches, ref_rows, none)
+    qry = _centred(model, query, inputs.X_query, inputs.query_batches, np.arange(query.n_obs), none)
     fit_ref, fit_query = _sample(len(ref_rows), MAX_PCA_CELLS, rng), _sample(query.n_obs, MAX_PCA_CELLS, rng)
-    both = _Stacked(_subset(ref, fit_ref), _subset(qry, fit_query))
     n_comps = int(model.encoder.projection.weight.shape[0])
-    mean, components, _ = pca(both, n_comps, random_state=seed)
+    mean, components, _ = pca(_Stacked(ref.subset(fit_ref), qry.subset(fit_query)), n_comps, random_state=seed)
     shift = mean @ components
-    return tuple(
-        np.concatenate([side[slice(s, s + 4096)] @ components - shift for s in range(0, side.shape[0], 4096)])
-        for side in (ref, qry)
-    )
-
-
-def _subset(side: _CentredInputs, positions: np.ndarray) -> _CentredInputs:
-    return _CentredInputs(side.model, side.X, side.var_names, side.rows[positions], side.centre, side.codes)
+    return tuple(np.concatenate([block @ components - shift for block in side.blocks()]) for side in (ref, qry))
 
 
 def _residuals(model: DENModel, reference: AnnData, query: AnnData, inputs: _Inputs):
     """Each cell's distance to the PCA layer's space, in its units (reference and query cells)."""
     w = model.encoder.projection.weight.detach().cpu().numpy().astype(np.float64)  # components.T / scale
     scale = 1.0 / float(np.linalg.norm(w[0]))
+    training_mean = None
     if inputs.ref_batches is None:  # the PCA layer's centre: the mean of the reference it was fitted on
         mean, cols = column_mean(inputs.X_ref), model.gene_index(reference.var_names)
         training_mean = (mean if cols is None else mean[cols])[None, :]
@@ -194,15 +202,10 @@ def _residuals(model: DENModel, reference: AnnData, query: AnnData, inputs: _Inp
         (query, inputs.X_query, inputs.query_batches),
     ):
         # what the PCA layer reads: genes minus the training mean, or minus the cell's own batch mean when centring
-        if batches is None:
-            centre, codes = training_mean, np.zeros(a.n_obs, dtype=int)
-        else:
-            centre, codes = batch_gene_means(X, batches, model.gene_index(a.var_names))
-        r = np.empty(a.n_obs, dtype=np.float64)
-        for start in range(0, a.n_obs, 4096):
-            idx = np.arange(start, min(start + 4096, a.n_obs))
-            x = model.inputs(X, a.var_names, idx).astype(np.float64) - centre[codes[idx]]
+        side = _centred(model, a, X, batches, np.arange(a.n_obs), training_mean, dtype=np.float64)
+        r = []
+        for x in side.blocks():
             inside = (x @ w.T) * scale  # the centred genes' coordinates along the components
-            r[idx] = np.sqrt(np.maximum((x**2).sum(1) - (inside**2).sum(1), 0)) / scale
-        out.append(r)
+            r.append(np.sqrt(np.maximum((x**2).sum(1) - (inside**2).sum(1), 0)) / scale)
+        out.append(np.concatenate(r))
     return out[0], out[1]
