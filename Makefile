@@ -24,5 +24,5 @@ lint: $(VENV)/.installed
 
 bench: $(VENV)/.installed  ## the panel (suite.py) and every other benchmark script; results in benchmarks/results/
 	mkdir -p benchmarks/results
-	for b in suite embed_speed cluster_quality marker_quality images mapping scale ddp; do \
+	for b in suite embed_speed cluster_quality marker_quality images mapping scale knn ddp; do \
 		MPLBACKEND=agg $(PY) benchmarks/$$b.py | tee benchmarks/results/$$b.txt; done
