@@ -122,6 +122,13 @@ def fashion_mnist(split: str = "t10k") -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
+def fashion_mnist_all() -> tuple[np.ndarray, np.ndarray]:
+    """All 70,000 Fashion-MNIST images (train, then test) as uint8 ``(n, 28, 28)``, and their int64 labels."""
+    train, ytr = fashion_mnist("train")
+    test, yte = fashion_mnist("t10k")
+    return np.concatenate([train, test]), np.concatenate([ytr, yte])
+
+
 def fashion10k():
     images, labels = fashion_mnist("t10k")
     return _anndata(images.reshape(len(images), -1) / 255.0, labels)

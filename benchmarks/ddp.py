@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 from _common import report
-from _datasets import _anndata, fashion_mnist
+from _datasets import _anndata, fashion_mnist_all
 from _metrics import knn_accuracy
 
 import den
@@ -32,10 +32,8 @@ def synthetic50k():
 
 
 def fashion70k():
-    train, ytr = fashion_mnist("train")
-    test, yte = fashion_mnist("t10k")
-    images = np.concatenate([train, test]).reshape(-1, 784) / 255.0
-    return _anndata(images.astype(np.float32), np.concatenate([ytr, yte]))
+    images, labels = fashion_mnist_all()
+    return _anndata((images.reshape(-1, 784) / 255.0).astype(np.float32), labels)
 
 
 DATASETS = {"synthetic": ("synthetic 50k x 2000", synthetic50k), "fashion": ("Fashion-MNIST 70k", fashion70k)}

@@ -23,7 +23,7 @@ import warnings
 import numpy as np
 import scanpy as sc
 from _common import report
-from _datasets import fashion_mnist
+from _datasets import fashion_mnist_all
 from _metrics import knn_accuracy
 from scipy.optimize import linear_sum_assignment
 from sklearn.decomposition import PCA
@@ -52,10 +52,8 @@ def scores(truth, pred) -> dict:
 
 
 def load(n: int):
-    train, ytr = fashion_mnist("train")
-    test, yte = fashion_mnist("t10k")
-    images = np.concatenate([train, test])[:n].astype(np.float32) / 255.0
-    return images, np.concatenate([ytr, yte])[:n]
+    images, labels = fashion_mnist_all()
+    return images[:n].astype(np.float32) / 255.0, labels[:n]
 
 
 def baselines(flat: np.ndarray, y: np.ndarray, seed: int) -> list[dict]:
