@@ -50,6 +50,7 @@ class EmbeddingFit:
     n_neighbors: int  #: as used (lowered for tiny data)
     seed: int
     notes: list[str] = field(default_factory=list)
+    pca_given: bool = False  #: the PCA layer holds ``given_pca`` (not den's own PCA)
     epoch_seconds: list[float] = field(default_factory=list)  #: wall time of each epoch (rank 0's)
 
 
@@ -104,17 +105,23 @@ def model_config(features: Features, config: EmbedConfig, *, layer: str | None, 
     return out
 
 
-def training_inputs(model: DENModel, features: Features, seed: int, device: torch.device, batches=None):
+def training_inputs(model: DENModel, features: Features, seed: int, device: torch.device, batches=None, given_pca=None):
     """The source of training rows: the frozen PCA layer's outputs (loaded here), or the features.
 
     With ``batches`` (a batch-centring model) the PCA layer's outputs are centred per batch.
+    ``given_pca`` (``mean, components, variance``, at least as many components as the layer
+    has) is loaded instead of computing a PCA.
     """
     projection = model.encoder.projection
     if projection is None:
         if features.X.shape[0] * features.X.shape[1] <= IN_MEMORY_MAX_VALUES:
             return TensorSource(np.concatenate(list(iter_rows(features.X))), device), None
         return MatrixSource(features.X, device), None
-    mean, components, variance = pca(features.X, projection.out_features, random_state=seed)
+    width = projection.out_features
+    if given_pca is None:
+        mean, components, variance = pca(features.X, width, random_state=seed)
+    else:
+        mean, components, variance = given_pca[0], given_pca[1][:, :width], given_pca[2][:width]
     scale = float(np.sqrt(variance[0])) if variance[0] > 0 else 1.0
     set_pca(projection, mean, components, scale)
     front = np.concatenate(list(model.front_blocks(features.X, features.var_names, batches=batches)))
@@ -156,6 +163,24 @@ def noise_scale(source, near, generator: torch.Generator, n_sample: int = 2048) 
     return float(torch.linalg.vector_norm(a - b, dim=1).median()) / math.sqrt(a.shape[1])
 
 
+def check_in_memory(config: EmbedConfig, features: Features) -> None:
+    """Several devices train on inputs held in memory: refuse a wide matrix without the PCA layer."""
+    n, g = features.X.shape
+    if config.devices > 1 and config.n_pcs is None and n * g > IN_MEMORY_MAX_VALUES:
+        msg = (
+            f"devices={config.devices} trains on inputs held in memory, but without the PCA layer these are "
+            f"{n} x {g} values; pass n_pcs=50 (the default) or devices=1."
+        )
+        raise ValueError(msg)
+
+
+def usable_pca(given_pca, n_pcs: int | None):
+    """``given_pca`` when the PCA layer exists and it has at least ``n_pcs`` components, else None."""
+    if given_pca is None or n_pcs is None or given_pca[1].shape[1] < n_pcs:
+        return None
+    return given_pca
+
+
 def fit_embedding(
     features: Features,
     config: EmbedConfig,
@@ -167,6 +192,7 @@ def fit_embedding(
     batches: np.ndarray | None = None,
     batch_centering: bool = False,
     layer: str | None = None,
+    given_pca: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
     progress_bar: bool = True,
 ) -> EmbeddingFit:
     """Train a DEN encoder on ``features`` (see :class:`den.DEN` for the method).
@@ -175,17 +201,14 @@ def fit_embedding(
     (one batch name per cell) mines near pairs batch-balanced (:func:`den._mapping.batch_balanced_knn`);
     with ``batch_centering`` the network reads each batch centred in the PCA space
     (:func:`den._mapping.center_by_batch`), and so does every later use of the model.
+    ``given_pca`` (``mean, components, variance``) is the PCA layer's PCA when it has
+    enough components (else den computes its own).
     """
     n = features.n
     k = effective_neighbors(config.n_neighbors, n)
     train_device = get_device(config.device)
     check_devices(config.devices, train_device)
-    if config.devices > 1 and config.n_pcs is None and n * features.X.shape[1] > IN_MEMORY_MAX_VALUES:
-        msg = (
-            f"devices={config.devices} trains on inputs held in memory, but without the PCA layer these are "
-            f"{n} x {features.X.shape[1]} values; pass n_pcs=50 (the default) or devices=1."
-        )
-        raise ValueError(msg)
+    check_in_memory(config, features)
     device = train_device if config.devices == 1 else torch.device("cpu")  # spawned ranks move their copies
     n_pcs = None if config.n_pcs is None else int(min(config.n_pcs, features.X.shape[1], n - 1))
     with torch_seed(seed):
@@ -195,7 +218,8 @@ def fit_embedding(
             msg = "batch_centering needs a batch_key and a model with a PCA layer (n_pcs set)."
             raise ValueError(msg)
         model.config["batch_centering"] = True  # front_blocks centres each batch from here on
-    source, front = training_inputs(model, features, seed, device, batches if batch_centering else None)
+    given_pca = usable_pca(given_pca, n_pcs)
+    source, front = training_inputs(model, features, seed, device, batches if batch_centering else None, given_pca)
     rep = representation(features, front, seed) if rep is None else np.asarray(rep, dtype=np.float32)
     if not np.ptp(rep, axis=0).any():
         msg = "Every cell has the same features (a constant matrix): there is nothing to embed. Check the input."
@@ -253,4 +277,6 @@ def fit_embedding(
     model.encoder.cpu().eval()
     if head is not None:
         model.attach_labels({"categories": list(label_categories)}, head.cpu())
-    return EmbeddingFit(model, history, rep, len(near[0]), n_epochs, k, seed, epoch_seconds=runner.seconds)
+    fit = EmbeddingFit(model, history, rep, len(near[0]), n_epochs, k, seed, epoch_seconds=runner.seconds)
+    fit.pca_given = given_pca is not None
+    return fit

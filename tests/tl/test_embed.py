@@ -302,3 +302,44 @@ def test_semi_supervised_labels(small):
 def test_labels_key_missing(small):
     with pytest.raises(KeyError, match="labels_key"):
         den.tl.embed(small, labels_key="nope", **FAST)
+
+
+def _scanpy_pca(adata, n_comps=20):
+    import scanpy as sc
+
+    sc.pp.pca(adata, n_comps=n_comps, random_state=0)
+
+
+def test_pca_layer_takes_scanpys_pca(small):
+    """After sc.pp.pca the network reads the user's PCs (scaled), not a second PCA of its own."""
+    _scanpy_pca(small)
+    den.tl.embed(small, n_pcs=20, **FAST)
+    assert small.uns["den"]["fit"]["pca"] == "adata.varm['PCs']"
+    model = den.DENModel.from_uns(small.uns["den"]["model"])
+    front = np.concatenate(list(model.front_blocks(small.X, small.var_names)))
+    scale = np.sqrt(small.uns["pca"]["variance"][0])
+    np.testing.assert_allclose(front * scale, small.obsm["X_pca"], atol=1e-3 * np.abs(small.obsm["X_pca"]).max())
+
+
+def _double_x(a):
+    a.X = a.X * 2
+
+
+def _add_layer(a):
+    a.layers["log"] = a.X.copy()
+
+
+@pytest.mark.parametrize(
+    ("change", "kw"),
+    [
+        pytest.param(_double_x, {"n_pcs": 10}, id="matrix changed since"),
+        pytest.param(_add_layer, {"n_pcs": 10, "layer": "log"}, id="another layer"),
+        pytest.param(None, {"n_pcs": 20}, id="fewer PCs than n_pcs"),
+    ],
+)
+def test_pca_layer_computes_its_own_otherwise(small, change, kw):
+    _scanpy_pca(small, n_comps=10)
+    if change is not None:
+        change(small)
+    den.tl.embed(small, **kw, **FAST)
+    assert small.uns["den"]["fit"]["pca"] == "den"

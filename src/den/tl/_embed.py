@@ -9,9 +9,10 @@ import numpy as np
 from scanpy import logging as logg
 
 from den._config import EmbedConfig
-from den._data import Features, check_names, get_matrix, warn_if_counts
+from den._data import Features, check_names, column_mean, get_matrix, warn_if_counts
 from den._embedding import fit_embedding, warn_if_collapsed
 from den._estimator import encode_labels
+from den._pca import reproduces
 from den._utils import check_random_state, make_actual
 
 if TYPE_CHECKING:
@@ -65,7 +66,9 @@ def embed(
     use_rep
         Representation in ``adata.obsm`` for the nearest-neighbour graph that defines
         the near pairs. Default: ``"X_pca"`` when present, else the output of den's
-        frozen PCA layer (a PCA of the genes; not written into ``adata``).
+        frozen PCA layer (a PCA of the genes; not written into ``adata``). When
+        ``"X_pca"`` is used and scanpy's loadings (``varm["PCs"]``) still reproduce it
+        from the training matrix, the PCA layer takes them instead of a second PCA.
     labels_key
         Semi-supervised: a column of ``adata.obs`` with known labels; missing values
         (NaN) mark unlabelled cells. Labelled cells add same-label near pairs, near
@@ -106,7 +109,7 @@ def embed(
         DEN coordinates.
     `adata.uns['den' | key_added]` : :class:`dict`
         ``params`` (the arguments), ``fit`` (what they resolved to: epochs, neighbours,
-        near pairs, seed, device), ``history`` (mean loss and wall seconds per epoch) and ``model`` (JSON
+        near pairs, seed, device, ``pca``: ``"adata.varm['PCs']"`` or ``"den"``), ``history`` (mean loss and wall seconds per epoch) and ``model`` (JSON
         config and weights; see :class:`den.DENModel`).
 
     Examples
@@ -146,6 +149,7 @@ def embed(
         batches=batches,
         batch_centering=batches is not None and bool(batch_centering),
         layer=layer,
+        given_pca=_scanpy_pca(adata, X, layer) if rep_key == "X_pca" and n_pcs is not None else None,
         progress_bar=progress_bar,
     )
     # the same path as den.tl.transform
@@ -161,6 +165,7 @@ def embed(
         "random_state": fit.seed,
         "device": str(device),
         "devices": devices,
+        "pca": "adata.varm['PCs']" if fit.pca_given else "den",
     }
 
     adata = adata.copy() if copy else adata
@@ -190,6 +195,28 @@ def _rep_key(adata: AnnData, use_rep: str | None) -> str | None:
         msg = f"use_rep={use_rep!r} is not in adata.obsm (available: {list(adata.obsm)}). Pass an existing key or None."
         raise KeyError(msg)
     return use_rep
+
+
+def _scanpy_pca(adata: AnnData, X, layer: str | None):
+    """``sc.pp.pca``'s mean, loadings and variances, when they still give ``obsm["X_pca"]`` from ``X``.
+
+    The PCA layer then holds the user's PCA (no second PCA; the network reads the PCs the
+    near pairs came from). Anything else (no loadings, another layer, a changed matrix) -> None.
+    """
+    info = adata.uns.get("pca")
+    if "PCs" not in adata.varm or not isinstance(info, dict) or "variance" not in info:
+        return None
+    params = info.get("params", {})
+    if not params.get("zero_center", True) or params.get("layer") != layer:
+        return None
+    components = np.asarray(adata.varm["PCs"], dtype=np.float64)
+    variance = np.asarray(info["variance"], dtype=np.float64)
+    if components.ndim != 2 or variance.shape != (components.shape[1],) or not np.isfinite(components).all():
+        return None
+    mean = column_mean(X)
+    if not reproduces(X, mean, components, np.asarray(adata.obsm["X_pca"])):
+        return None
+    return mean, components, variance
 
 
 def _representation(adata: AnnData, key: str) -> np.ndarray:
