@@ -109,8 +109,9 @@ def embed(
         DEN coordinates.
     `adata.uns['den' | key_added]` : :class:`dict`
         ``params`` (the arguments), ``fit`` (what they resolved to: epochs, neighbours,
-        near pairs, seed, device, ``pca``: ``"adata.varm['PCs']"`` or ``"den"``), ``history`` (mean loss and wall seconds per epoch) and ``model`` (JSON
-        config and weights; see :class:`den.DENModel`).
+        near pairs, seed, device, and ``pca``: ``"adata.varm['PCs']"`` or ``"den"``),
+        ``history`` (mean loss and wall seconds per epoch) and ``model`` (JSON config and
+        weights; see :class:`den.DENModel`).
 
     Examples
     --------
