@@ -227,7 +227,7 @@ def _power(q: torch.Tensor, half: float) -> torch.Tensor:
     if half == 1:
         return q
     if half == 1.5:
-        return q * q.sqrt()
+        return q.sqrt().mul_(q)
     return q.pow(half)
 
 
@@ -240,12 +240,13 @@ class _BatchContrastive(torch.autograd.Function):
         diff_near = out - partner
         d2_near = (diff_near * diff_near).sum(1)
         floored = d2_near < min_dist**2
-        q_near = 1 / (1 + c * torch.where(floored, torch.full_like(d2_near, min_dist**2), d2_near))
+        q_near = (1 + c * d2_near.clamp_min(min_dist**2)).reciprocal_()
         neg = out[far]
-        sq = (out * out).sum(1)
-        d2 = (sq[:, None] + (neg * neg).sum(1)[None, :] - 2 * out @ neg.T).clamp_min_(0)
-        d2[far, torch.arange(len(far), device=out.device)] = math.inf  # a row is never its own far partner
-        q = (1 + c * d2).reciprocal_()
+        # 1 + c d2 = (1 + c |o|^2) + c |n|^2 - 2 c o.n, built in one matrix
+        base = (1 + c * (out * out).sum(1))[:, None] + (c * (neg * neg).sum(1))[None, :]
+        t = torch.addmm(base, out, neg.T, alpha=-2 * c).clamp_min_(1)
+        t[far, torch.arange(len(far), device=out.device)] = math.inf  # a row is never its own far partner
+        q = t.reciprocal_()
         w, w_near = _power(q, half), _power(q_near, half)
         z = w_near + w.sum(1)
         ctx.save_for_backward(out, neg, far, diff_near, q_near, w_near, floored, q, w, z)
@@ -256,11 +257,11 @@ class _BatchContrastive(torch.autograd.Function):
         out, neg, far, diff_near, q_near, w_near, floored, q, w, z = ctx.saved_tensors
         n, b = out.shape[0], out.shape[0] // 2
         scale = grad / n
-        coef = w * q * (-scale / z)[:, None]  # dL / d d2(row, far partner)
+        coef = (w * q).mul_((-2 * scale / z)[:, None])  # 2 dL / d d2(row, far partner)
         g_near = torch.where(floored, torch.zeros_like(q_near), scale * q_near * (1 - w_near / z))
         g_pair = g_near[:b] + g_near[b:]  # each near pair's distance serves both of its rows
-        g_out = 2 * (coef.sum(1)[:, None] * out - coef @ neg)
-        g_neg = 2 * (coef.sum(0)[:, None] * neg - coef.T @ out)
+        g_out = torch.addmm(coef.sum(1)[:, None] * out, coef, neg, alpha=-1)
+        g_neg = torch.addmm(coef.sum(0)[:, None] * neg, coef.T, out, alpha=-1)
         g_out.index_add_(0, far, g_neg)
         pull = 2 * g_pair[:, None] * diff_near[:b]
         g_out[:b] += pull

@@ -97,7 +97,7 @@ class EmbeddingPlan(PicklableGenerators):
         x = self.source.gather(rows)
         if self.noise > 0:
             eps = torch.randn(x.shape, generator=self.generator, dtype=x.dtype).to(x.device)
-            x = x + self.noise * eps
+            x = x.add_(eps, alpha=self.noise)  # gather returned a copy
         return x
 
     def loss(self, batch) -> torch.Tensor:

@@ -36,6 +36,17 @@ def training_threads(device: torch.device) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def adam(params, learning_rate: float, device: torch.device) -> torch.optim.Adam:
+    """Adam in one fused kernel per step where torch has one (CPU, CUDA), else over parameter lists.
+
+    den's networks are small, so a step of the per-parameter optimiser is mostly call
+    overhead: fused, a training step on digits took about 10 % less time.
+    """
+    if device.type in ("cpu", "cuda"):
+        return torch.optim.Adam(params, lr=learning_rate, fused=True)
+    return torch.optim.Adam(params, lr=learning_rate, foreach=True)
+
+
 class Runner:
     """Adam with a cosine learning-rate decay from ``learning_rate`` to 0 over all steps.
 
@@ -74,7 +85,7 @@ class Runner:
         rank, world = rank_world() if plan.data_parallel else (0, 1)
         modules = plan.modules()
         params = [p for m in modules for p in m.parameters() if p.requires_grad]
-        optimizer = torch.optim.Adam(params, lr=self.learning_rate, foreach=True)
+        optimizer = adam(params, self.learning_rate, self.device)
         total = max(1, self.n_epochs * plan.steps_per_epoch)
         for m in modules:
             m.train()
