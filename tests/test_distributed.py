@@ -26,16 +26,18 @@ def test_rank_slices_cover_a_batch_once(n, world):
     assert max(map(len, parts)) - min(map(len, parts)) <= 1
 
 
-def _sampler(seed=0):
+def _sampler(seed=0, batch_size=64):
     rng = np.random.default_rng(0)
     near = (rng.integers(0, 100, 1000), rng.integers(0, 100, 1000))
-    return PairSampler(near, batch_size=64, n_far=8, far_rule="shared", generator=torch.Generator().manual_seed(seed))
+    generator = torch.Generator().manual_seed(seed)
+    return PairSampler(near, batch_size=batch_size, n_far=8, far_rule="shared", generator=generator)
 
 
-def test_ranks_split_every_batch_of_one_process():
-    one = [b.rows for b in _sampler().epoch()]
+def test_two_ranks_take_one_process_batches_of_twice_the_size():
+    one = [b.rows for b in _sampler(batch_size=128).epoch()]
     parts = [list(_sampler().epoch(rank, 2)) for rank in range(2)]
-    assert len(parts[0]) == len(parts[1]) == len(one) == _sampler().steps_per_epoch
+    assert len(parts[0]) == len(parts[1]) == len(one) == _sampler().steps_per_epoch(2) == 8
+    assert all(len(b.rows) == 2 * 64 for b in parts[0][:-1])  # every rank: batch_size pairs a step
     for whole, a, b in zip(one, parts[0], parts[1], strict=True):
         half_a, half_b = len(a.rows) // 2, len(b.rows) // 2
         # the near pairs of the two ranks' parts are exactly the one-process batch
@@ -94,6 +96,7 @@ def test_embed_records_devices_and_epoch_times(small):
     den.tl.embed(small, devices=2, n_epochs=3, progress_bar=False)
     entry = small.uns["den"]
     assert entry["params"]["devices"] == 2 and entry["fit"]["devices"] == 2
+    assert entry["fit"]["learning_rate"] == pytest.approx(entry["params"]["learning_rate"] * 2**0.5)
     assert len(entry["history"]["seconds"]) == 3 and (entry["history"]["seconds"] > 0).all()
 
 

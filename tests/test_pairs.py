@@ -82,7 +82,7 @@ def _sampler(n_far=8, far_rule="shared", **kw):
 def test_sampler_batches_cover_every_pair_once():
     sampler = _sampler()
     batches = list(sampler.epoch())
-    assert len(batches) == sampler.steps_per_epoch == 4
+    assert len(batches) == sampler.steps_per_epoch() == 4
     seen = set()
     for b in batches:
         half = len(b.rows) // 2

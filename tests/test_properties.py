@@ -80,7 +80,7 @@ def test_sampler_batches_are_valid(n_pairs, batch, n_far, seed):
         assert b.far.shape == (n_far,) and int(b.far.min()) >= 0 and int(b.far.max()) < len(b.rows)
         seen += list(zip(b.rows[:half].tolist(), b.rows[half:].tolist(), strict=True))
     assert sorted(seen) == sorted(zip(near[0].tolist(), near[1].tolist(), strict=True))
-    assert len(list(sampler.epoch())) == sampler.steps_per_epoch
+    assert len(list(sampler.epoch())) == sampler.steps_per_epoch()
 
 
 @SETTINGS

@@ -24,7 +24,7 @@ from ._pairs import LabelPairs, PairSampler, drop_label_conflicts, fuzzy_weights
 from ._pca import pca
 from ._utils import get_device, torch_seed
 from .nn import ClusterHead, set_pca
-from .train import EmbeddingPlan, MatrixSource, Runner, TensorSource, check_devices, train
+from .train import EmbeddingPlan, MatrixSource, Runner, TensorSource, check_devices, rank_world, train
 
 #: near pairs a cell takes part in over the whole training, by default (``n_epochs=None``)
 PAIRS_PER_CELL = 250
@@ -52,6 +52,7 @@ class EmbeddingFit:
     notes: list[str] = field(default_factory=list)
     pca_given: bool = False  #: the PCA layer holds ``given_pca`` (not den's own PCA)
     epoch_seconds: list[float] = field(default_factory=list)  #: wall time of each epoch (rank 0's)
+    learning_rate: float = 0.0  #: the initial rate as used (``sqrt(devices)`` x the configured one)
 
 
 def default_epochs(n_cells: int, n_pairs: int, batch_size: int) -> int:
@@ -265,10 +266,11 @@ def fit_embedding(
         labels=labels,
         label_weight=config.label_weight,
     )
-    n_epochs = config.n_epochs or default_epochs(n, sampler.n_pairs, config.batch_size)
+    world = config.devices if config.devices > 1 else rank_world()[1]  # torchrun: the group's ranks
+    n_epochs = config.n_epochs or default_epochs(n, sampler.n_pairs, config.batch_size * world)
     runner = Runner(
         n_epochs=n_epochs,
-        learning_rate=config.learning_rate,
+        learning_rate=config.learning_rate * math.sqrt(world),  # Adam's square-root rule for world x the batch
         device=train_device,
         progress_bar=progress_bar,
         desc="DEN embedding",
@@ -278,5 +280,5 @@ def fit_embedding(
     if head is not None:
         model.attach_labels({"categories": list(label_categories)}, head.cpu())
     fit = EmbeddingFit(model, history, rep, len(near[0]), n_epochs, k, seed, epoch_seconds=runner.seconds)
-    fit.pca_given = given_pca is not None
+    fit.pca_given, fit.learning_rate = given_pca is not None, runner.learning_rate
     return fit

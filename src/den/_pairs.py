@@ -137,9 +137,9 @@ class PairSampler(PicklableGenerators):
         Callable returning extra near pairs drawn afresh every epoch (:class:`LabelPairs`), or ``None``.
 
     Several processes (:mod:`den.train._distributed`) share the order of the pairs: every
-    rank holds a generator in the same state and draws the same epoch, then takes its part
-    of every batch (:func:`rank_slice`); far partners come from :attr:`draw_generator`,
-    which each rank seeds on its own (:meth:`reseed`).
+    rank holds a generator in the same state and draws the same epoch in batches of
+    ``world_size x batch_size`` pairs, then takes its ``batch_size`` of each (:func:`rank_slice`);
+    far partners come from :attr:`draw_generator`, which each rank seeds on its own (:meth:`reseed`).
     """
 
     def __init__(
@@ -168,9 +168,9 @@ class PairSampler(PicklableGenerators):
         n_near = len(self.near_i) if self.weights is None else int(round(float(self.weights.sum())))
         return n_near + self.n_extra
 
-    @property
-    def steps_per_epoch(self) -> int:
-        return math.ceil(self.n_pairs / self.batch_size)
+    def steps_per_epoch(self, world_size: int = 1) -> int:
+        """Steps per epoch when each of ``world_size`` ranks takes ``batch_size`` near pairs a step."""
+        return math.ceil(self.n_pairs / (self.batch_size * world_size))
 
     def reseed(self, generator: torch.Generator) -> None:
         """Draw far partners from ``generator`` (one per rank); the pair order stays shared."""
@@ -187,12 +187,13 @@ class PairSampler(PicklableGenerators):
         return torch.cat([ni, torch.as_tensor(ei)]), torch.cat([nj, torch.as_tensor(ej)])
 
     def epoch(self, rank: int = 0, world_size: int = 1) -> Iterator[PairBatch]:
-        """One pass over all near pairs in random order (with several ranks: rank ``rank``'s part of every batch)."""
+        """One pass over all near pairs in random order (with several ranks: rank ``rank``'s share of every step)."""
         pi, pj = self._epoch_pairs()
         perm = torch.randperm(len(pi), generator=self.generator)
         pi, pj = pi[perm], pj[perm]
-        for start in range(0, len(pi), self.batch_size):
-            stop = min(start + self.batch_size, len(pi))
+        step = self.batch_size * world_size
+        for start in range(0, len(pi), step):
+            stop = min(start + step, len(pi))
             if stop - start < world_size:  # a last batch too small to give every rank a pair
                 continue
             part = rank_slice(stop - start, rank, world_size)
@@ -212,10 +213,10 @@ class PairSampler(PicklableGenerators):
 
 
 def rank_slice(n: int, rank: int, world_size: int) -> slice:
-    """Rank ``rank``'s part of a batch of ``n`` items: ``world_size`` contiguous, near-equal parts.
+    """Rank ``rank``'s part of a step's ``n`` items: ``world_size`` contiguous, near-equal parts.
 
-    Every rank takes a part of every batch, so several ranks take the same steps, on the
-    same batches, as one process would (data-parallel training averages their gradients).
+    The ranks' parts of a step together are the batch one process would take with
+    ``world_size`` times the batch size (data-parallel training averages their gradients).
     """
     return slice(n * rank // world_size, n * (rank + 1) // world_size)
 

@@ -109,7 +109,7 @@ def embed(
         DEN coordinates.
     `adata.uns['den' | key_added]` : :class:`dict`
         ``params`` (the arguments), ``fit`` (what they resolved to: epochs, neighbours,
-        near pairs, seed, device, and ``pca``: ``"adata.varm['PCs']"`` or ``"den"``),
+        learning rate, near pairs, seed, device, and ``pca``: ``"adata.varm['PCs']"`` or ``"den"``),
         ``history`` (mean loss and wall seconds per epoch) and ``model`` (JSON config and
         weights; see :class:`den.DENModel`).
 
@@ -161,6 +161,7 @@ def embed(
     params.pop("encoder")
     resolved = {
         "n_epochs": fit.n_epochs,
+        "learning_rate": fit.learning_rate,
         "n_neighbors": fit.n_neighbors,
         "n_near_pairs": fit.n_near_pairs,
         "random_state": fit.seed,

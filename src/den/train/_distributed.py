@@ -13,8 +13,9 @@ A script launched by ``torchrun``
     trains each rank's share (:func:`rank_world`).
 
 Either way the ranks draw the same order of batches from a generator in the same state
-and each takes its part of every batch (:func:`den._pairs.rank_slice`): the ranks take the
-same steps on the same batches as one process would, each computing a part. Noise and far
+and each takes its own ``batch_size`` of every step's ``world x batch_size`` pairs
+(:func:`den._pairs.rank_slice`): the ranks take the steps one process would take with ``world``
+times the batch (at ``sqrt(world)`` times the learning rate, :func:`den._embedding.fit_embedding`). Noise and far
 partners come from a generator seeded by ``(seed, rank)`` (:func:`rank_generator`), so a
 run is reproducible for a given seed and number of ranks. Gradients are averaged by
 :class:`~torch.nn.parallel.DistributedDataParallel`; Adam and the learning-rate schedule run

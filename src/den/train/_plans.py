@@ -85,10 +85,9 @@ class EmbeddingPlan(PicklableGenerators):
         if self.labels is not None:
             self.labels = self.labels.to(device)
 
-    @property
-    def steps_per_epoch(self) -> int:
-        """Steps per epoch (the same on every rank: each computes a part of every batch)."""
-        return self.sampler.steps_per_epoch
+    def steps_per_epoch(self, world_size: int = 1) -> int:
+        """Steps per epoch on each of ``world_size`` ranks (each takes its own ``batch_size`` pairs a step)."""
+        return self.sampler.steps_per_epoch(world_size)
 
     def batches(self, rank: int = 0, world_size: int = 1):
         return self.sampler.epoch(rank, world_size)
@@ -162,8 +161,8 @@ class ClassifierPlan:
     def modules(self) -> list[nn.Module]:
         return [self.net]
 
-    @property
-    def steps_per_epoch(self) -> int:
+    def steps_per_epoch(self, world_size: int = 1) -> int:
+        """Steps per epoch (trained whole on every rank, whatever ``world_size``)."""
         return math.ceil(len(self.y) / self.batch_size)
 
     def batches(self):

@@ -52,7 +52,7 @@ class Runner:
 
     Inside a torch.distributed process group (:mod:`den.train._distributed`) a plan with
     ``data_parallel = True`` (the embedding) is trained data-parallel: every rank computes
-    its part of every batch and the modules are wrapped in
+    its share of every step and the modules are wrapped in
     :class:`~torch.nn.parallel.DistributedDataParallel`, which averages the gradients. Other
     plans (the small heads) train whole on every rank, deterministically, so the ranks agree.
 
@@ -86,7 +86,7 @@ class Runner:
         modules = plan.modules()
         params = [p for m in modules for p in m.parameters() if p.requires_grad]
         optimizer = adam(params, self.learning_rate, self.device)
-        total = max(1, self.n_epochs * plan.steps_per_epoch)
+        total = max(1, self.n_epochs * plan.steps_per_epoch(world))
         for m in modules:
             m.train()
         if world > 1:
