@@ -343,3 +343,13 @@ def test_pca_layer_computes_its_own_otherwise(small, change, kw):
         change(small)
     den.tl.embed(small, **kw, **FAST)
     assert small.uns["den"]["fit"]["pca"] == "den"
+
+
+def test_too_few_scanpy_pcs_are_rejected_before_reading_x(small, monkeypatch):
+    """Fewer PCs than the layer holds: no pass over X to check them (they could not be used)."""
+    import den.tl._embed as embed_module
+
+    _scanpy_pca(small, n_comps=10)
+    monkeypatch.setattr(embed_module, "column_mean", lambda X: pytest.fail("read X for unusable PCs"))
+    den.tl.embed(small, n_pcs=20, **FAST)
+    assert small.uns["den"]["fit"]["pca"] == "den"

@@ -150,7 +150,7 @@ def embed(
         batches=batches,
         batch_centering=batches is not None and bool(batch_centering),
         layer=layer,
-        given_pca=_scanpy_pca(adata, X, layer) if rep_key == "X_pca" and n_pcs is not None else None,
+        given_pca=_scanpy_pca(adata, X, layer, n_pcs) if rep_key == "X_pca" and n_pcs is not None else None,
         progress_bar=progress_bar,
     )
     # the same path as den.tl.transform
@@ -199,11 +199,12 @@ def _rep_key(adata: AnnData, use_rep: str | None) -> str | None:
     return use_rep
 
 
-def _scanpy_pca(adata: AnnData, X, layer: str | None):
+def _scanpy_pca(adata: AnnData, X, layer: str | None, n_pcs: int):
     """``sc.pp.pca``'s mean, loadings and variances, when they still give ``obsm["X_pca"]`` from ``X``.
 
     The PCA layer then holds the user's PCA (no second PCA; the network reads the PCs the
-    near pairs came from). Anything else (no loadings, another layer, a changed matrix) -> None.
+    near pairs came from). Anything else (no loadings, another layer, fewer than the
+    ``n_pcs`` the layer will hold, a changed matrix) -> None, before any pass over ``X``.
     """
     info = adata.uns.get("pca")
     if "PCs" not in adata.varm or not isinstance(info, dict) or "variance" not in info:
@@ -214,6 +215,8 @@ def _scanpy_pca(adata: AnnData, X, layer: str | None):
     components = np.asarray(adata.varm["PCs"], dtype=np.float64)
     variance = np.asarray(info["variance"], dtype=np.float64)
     if components.ndim != 2 or variance.shape != (components.shape[1],) or not np.isfinite(components).all():
+        return None
+    if components.shape[1] < min(n_pcs, X.shape[1], X.shape[0] - 1):  # as many as the layer holds
         return None
     mean = column_mean(X)
     if not reproduces(X, mean, components, np.asarray(adata.obsm["X_pca"])):
