@@ -139,8 +139,8 @@ def run_on_devices(runner, plan, *, devices: int, seed: int) -> list[float]:
 def _advance(bar, status: torch.Tensor, done: int) -> int:
     now = int(status[0, 0])
     if now > done:
+        bar.set_postfix(loss=f"{float(status[1, now]):.4f}", refresh=False)  # shown by the update
         bar.update(now - done)
-        bar.set_postfix(loss=f"{float(status[1, now]):.4f}")
     return now
 
 

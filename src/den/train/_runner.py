@@ -112,7 +112,7 @@ class Runner:
                 history.append(mean_over_ranks(running, n_batches) if world > 1 else running / max(n_batches, 1))
                 self.seconds.append(time.perf_counter() - start)
                 if self.progress_bar and rank == 0:
-                    bar.set_postfix(loss=f"{history[-1]:.4f}")
+                    bar.set_postfix(loss=f"{history[-1]:.4f}", refresh=False)  # shown at tqdm's own pace
                 if self.on_epoch is not None:
                     self.on_epoch(epoch, history[-1], self.seconds[-1])
         for m in modules:
