@@ -175,6 +175,11 @@ def check_in_memory(config: EmbedConfig, features: Features) -> None:
         raise ValueError(msg)
 
 
+def pca_width(n_pcs: int | None, shape: tuple[int, int]) -> int | None:
+    """Components the PCA layer holds for a ``cells x features`` matrix: ``n_pcs``, at most features and cells - 1."""
+    return None if n_pcs is None else int(min(n_pcs, shape[1], shape[0] - 1))
+
+
 def usable_pca(given_pca, n_pcs: int | None):
     """``given_pca`` when the PCA layer exists and it has at least ``n_pcs`` components, else None."""
     if given_pca is None or n_pcs is None or given_pca[1].shape[1] < n_pcs:
@@ -211,7 +216,7 @@ def fit_embedding(
     check_devices(config.devices, train_device)
     check_in_memory(config, features)
     device = train_device if config.devices == 1 else torch.device("cpu")  # spawned ranks move their copies
-    n_pcs = None if config.n_pcs is None else int(min(config.n_pcs, features.X.shape[1], n - 1))
+    n_pcs = pca_width(config.n_pcs, features.X.shape)
     with torch_seed(seed):
         model = DENModel.build(model_config(features, config, layer=layer, n_pcs=n_pcs))
     if batch_centering:

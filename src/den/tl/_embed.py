@@ -10,7 +10,7 @@ from scanpy import logging as logg
 
 from den._config import EmbedConfig
 from den._data import Features, check_names, column_mean, get_matrix, warn_if_counts
-from den._embedding import fit_embedding, warn_if_collapsed
+from den._embedding import fit_embedding, pca_width, warn_if_collapsed
 from den._estimator import encode_labels
 from den._pca import reproduces
 from den._utils import check_random_state, make_actual
@@ -216,7 +216,7 @@ def _scanpy_pca(adata: AnnData, X, layer: str | None, n_pcs: int):
     variance = np.asarray(info["variance"], dtype=np.float64)
     if components.ndim != 2 or variance.shape != (components.shape[1],) or not np.isfinite(components).all():
         return None
-    if components.shape[1] < min(n_pcs, X.shape[1], X.shape[0] - 1):  # as many as the layer holds
+    if components.shape[1] < pca_width(n_pcs, X.shape):  # fewer than the layer holds: unusable
         return None
     mean = column_mean(X)
     if not reproduces(X, mean, components, np.asarray(adata.obsm["X_pca"])):
