@@ -57,6 +57,11 @@ def test_dense_rows_of_csr_slices(rows, kind):
     got = dense_rows(X, rows)
     assert got.dtype == np.float32
     np.testing.assert_array_equal(got, x[rows].astype(np.float32))
+    X32 = kind(X.astype(np.float32))
+    buffer = np.full((50, 9), 7.0, np.float32)  # stale values from an earlier block
+    got = dense_rows(X32, rows, out=buffer)
+    np.testing.assert_array_equal(got, x[rows].astype(np.float32))
+    assert got.size == 0 or np.shares_memory(got, buffer)
 
 
 def test_counts_warning():
@@ -100,3 +105,18 @@ def test_as_features_torch():
 def test_as_features_rejects(x, error, match):
     with pytest.raises(error, match=match):
         as_features(x)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf, 1e39])
+@pytest.mark.parametrize("fmt", ["dense", "csr"])
+def test_check_finite_finds_a_bad_value_in_any_block(monkeypatch, rng, bad, fmt):
+    import den._data as data
+
+    monkeypatch.setattr(data, "FLAT_CHUNK", 7)
+    monkeypatch.setattr(data, "CHUNK_ROWS", 3)
+    x = rng.random((20, 5)) + 0.5
+    data.check_finite(sparse.csr_matrix(x) if fmt == "csr" else x)  # clean: no error
+    x[17, 3] = bad  # in the last blocks of both layouts
+    match = "beyond the float32" if bad == 1e39 else "NaN or infinite"
+    with pytest.raises(ValueError, match=match):
+        data.check_finite(sparse.csr_matrix(x) if fmt == "csr" else x)
