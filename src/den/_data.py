@@ -102,9 +102,10 @@ def iter_rows(X, chunk: int = CHUNK_ROWS, idx: np.ndarray | None = None) -> Iter
 def dense_rows(X, rows, out: np.ndarray | None = None) -> np.ndarray:
     """Rows of ``X`` as a dense float32 array.
 
-    ``out``, a float32 buffer with at least as many rows: CSR rows are written into its first rows
-    (a view of it is returned), so a loop over blocks reuses one buffer instead of allocating a
-    fresh one per block (on 100,000 x 2,000 the fresh pages cost 0.4 s of a 1.1 s transform).
+    ``out``, a float32 buffer with at least as many rows: float32 CSR rows are written into its first
+    rows (a view of it is returned; other input gets a fresh array), so a loop over blocks reuses one
+    buffer instead of allocating one per block (on 100,000 x 2,000 the fresh pages cost about 0.3 s
+    of a 1.2 s transform).
     """
     if isinstance(rows, slice) and sparse.issparse(X) and X.format == "csr" and rows.step in (None, 1):
         return _csr_rows(X, *rows.indices(X.shape[0])[:2], out=out)
@@ -140,7 +141,7 @@ def check_finite(X, where: str = "the input") -> None:
     """Raise if ``X`` holds NaN or inf, or values beyond float32 (checked block-wise, in ``X``'s own dtype).
 
     Two reductions per block (min and max propagate NaN and inf) and no temporary arrays: on
-    100,000 x 2,000 sparse cells the check took 1.2 s with ``isfinite`` and ``abs`` masks, 0.1 s now.
+    100,000 x 2,000 sparse cells the check took 1.2 s with ``isfinite`` and ``abs`` masks, 0.04 s now.
     """
     if sparse.issparse(X):
         blocks = (X.data[s : s + FLAT_CHUNK] for s in range(0, X.data.size, FLAT_CHUNK))
