@@ -217,60 +217,20 @@ def fit_embedding(
     check_in_memory(config, features)
     device = train_device if config.devices == 1 else torch.device("cpu")  # spawned ranks move their copies
     n_pcs = pca_width(config.n_pcs, features.X.shape)
-    with torch_seed(seed):
-        model = DENModel.build(model_config(features, config, layer=layer, n_pcs=n_pcs))
-    if batch_centering:
-        if batches is None or model.encoder.projection is None:
-            msg = "batch_centering needs a batch_key and a model with a PCA layer (n_pcs set)."
-            raise ValueError(msg)
-        model.config["batch_centering"] = True  # front_blocks centres each batch from here on
+    model = build_model(features, config, seed=seed, layer=layer, n_pcs=n_pcs, centred=batch_centering, batches=batches)
     given_pca = usable_pca(given_pca, n_pcs)
     source, front = training_inputs(model, features, seed, device, batches if batch_centering else None, given_pca)
     rep = representation(features, front, seed) if rep is None else np.asarray(rep, dtype=np.float32)
     if not np.ptp(rep, axis=0).any():
         msg = "Every cell has the same features (a constant matrix): there is nothing to embed. Check the input."
         raise ValueError(msg)
-    if batches is None:
-        knn_idx, knn_dist = knn(rep, k, random_state=seed)
-    else:
-        knn_idx, knn_dist = batch_balanced_knn(rep, batches, k)
-    near = knn_pairs(knn_idx) if config.loss == "contrastive" else mutual_pairs(knn_idx, min_neighbors=1)
     generator = torch.Generator().manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    extra, head = None, None
-    if labels is not None:
-        near = drop_label_conflicts(near, labels)
-        extra = LabelPairs(labels, LABEL_PAIRS_PER_CELL, rng)
-        if config.label_head:
-            with torch_seed(seed + 1):
-                head = ClusterHead(config.n_components, len(label_categories)).to(device)
-    n_blocks = 1 if batches is None else len(np.unique(np.asarray(batches).astype(str)))
-    weights = fuzzy_weights(knn_idx, knn_dist, near, n_blocks=n_blocks) if config.loss == "contrastive" else None
-    sampler = PairSampler(
-        near,
-        batch_size=config.batch_size,
-        n_far=config.n_far,
-        far_rule="shared" if config.loss == "contrastive" else "distance",
-        generator=generator,
-        rep=torch.as_tensor(rep) if config.loss == "paper" else None,
-        extra=extra,
-        weights=weights,
-    )
-    sigma = config.input_noise * noise_scale(source, near, generator) if config.input_noise > 0 else 0.0
-    plan = EmbeddingPlan(
-        model.encoder.body.to(device),
-        source,
-        sampler,
-        loss=config.loss,
-        dof=kernel_dof(config.loss, config.n_components, config.dof)[1],
-        min_dist=config.min_dist,
-        ignore=config.ignore,
-        noise=sigma,
-        generator=generator,
-        label_head=head,
-        labels=labels,
-        label_weight=config.label_weight,
-    )
+    sampler, near = pair_sampler(rep, config, k, seed=seed, generator=generator, labels=labels, batches=batches)
+    head = None
+    if labels is not None and config.label_head:
+        with torch_seed(seed + 1):
+            head = ClusterHead(config.n_components, len(label_categories)).to(device)
+    plan = embedding_plan(model, config, source, sampler, near, generator, device=device, head=head, labels=labels)
     world = config.devices if config.devices > 1 else rank_world()[1]  # torchrun: the group's ranks
     n_epochs = config.n_epochs or default_epochs(n, sampler.n_pairs, config.batch_size * world)
     runner = Runner(
@@ -287,3 +247,63 @@ def fit_embedding(
     fit = EmbeddingFit(model, history, rep, len(near[0]), n_epochs, k, seed, epoch_seconds=runner.seconds)
     fit.pca_given, fit.learning_rate = given_pca is not None, runner.learning_rate
     return fit
+
+
+def build_model(features: Features, config: EmbedConfig, *, seed, layer, n_pcs, centred, batches) -> DENModel:
+    """An untrained :class:`DENModel` for ``features`` (``centred``: it reads each batch centred)."""
+    with torch_seed(seed):
+        model = DENModel.build(model_config(features, config, layer=layer, n_pcs=n_pcs))
+    if centred:
+        if batches is None or model.encoder.projection is None:
+            msg = "batch_centering needs a batch_key and a model with a PCA layer (n_pcs set)."
+            raise ValueError(msg)
+        model.config["batch_centering"] = True  # front_blocks centres each batch from here on
+    return model
+
+
+def pair_sampler(rep, config: EmbedConfig, k: int, *, seed, generator, labels, batches) -> tuple[PairSampler, tuple]:
+    """The near pairs of ``rep``'s kNN graph (batch-balanced with ``batches``) and their sampler.
+
+    With ``labels``, near pairs across two known labels are dropped and same-label pairs join them.
+    """
+    if batches is None:
+        knn_idx, knn_dist = knn(rep, k, random_state=seed)
+    else:
+        knn_idx, knn_dist = batch_balanced_knn(rep, batches, k)
+    near = knn_pairs(knn_idx) if config.loss == "contrastive" else mutual_pairs(knn_idx, min_neighbors=1)
+    extra = None
+    if labels is not None:
+        near = drop_label_conflicts(near, labels)
+        extra = LabelPairs(labels, LABEL_PAIRS_PER_CELL, np.random.default_rng(seed))
+    n_blocks = 1 if batches is None else len(np.unique(np.asarray(batches).astype(str)))
+    weights = fuzzy_weights(knn_idx, knn_dist, near, n_blocks=n_blocks) if config.loss == "contrastive" else None
+    sampler = PairSampler(
+        near,
+        batch_size=config.batch_size,
+        n_far=config.n_far,
+        far_rule="shared" if config.loss == "contrastive" else "distance",
+        generator=generator,
+        rep=torch.as_tensor(rep) if config.loss == "paper" else None,
+        extra=extra,
+        weights=weights,
+    )
+    return sampler, near
+
+
+def embedding_plan(model, config: EmbedConfig, source, sampler, near, generator, *, device, head, labels):
+    """The :class:`den.train.EmbeddingPlan` of ``model``'s encoder (input noise scaled on ``near``)."""
+    sigma = config.input_noise * noise_scale(source, near, generator) if config.input_noise > 0 else 0.0
+    return EmbeddingPlan(
+        model.encoder.body.to(device),
+        source,
+        sampler,
+        loss=config.loss,
+        dof=kernel_dof(config.loss, config.n_components, config.dof)[1],
+        min_dist=config.min_dist,
+        ignore=config.ignore,
+        noise=sigma,
+        generator=generator,
+        label_head=head,
+        labels=labels,
+        label_weight=config.label_weight,
+    )
