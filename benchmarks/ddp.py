@@ -42,9 +42,7 @@ DATASETS = {"synthetic": ("synthetic 50k x 2000", synthetic50k), "fashion": ("Fa
 
 def run(adata, key: str, *, devices: int, device: str, seed: int, batch_size: int) -> dict:
     t = time.perf_counter()
-    den.tl.embed(
-        adata, devices=devices, device=device, batch_size=batch_size, random_state=seed, progress_bar=False
-    )
+    den.tl.embed(adata, devices=devices, device=device, batch_size=batch_size, random_state=seed, progress_bar=False)
     wall = time.perf_counter() - t
     entry = adata.uns["den"]
     seconds = np.asarray(entry["history"]["seconds"])
@@ -90,7 +88,12 @@ def main() -> None:
     report(
         "ddp",
         rows,
-        {"goals": {"epoch_ratio_max": 0.75, "knn_change_max": 0.01}, "device": args.device, "seed": args.seed, "batch_size": args.batch_size},
+        {
+            "goals": {"epoch_ratio_max": 0.75, "knn_change_max": 0.01},
+            "device": args.device,
+            "seed": args.seed,
+            "batch_size": args.batch_size,
+        },
     )
 
 
