@@ -83,38 +83,13 @@ def differentiating_features(
     seed = check_random_state(random_state)
     rng = np.random.default_rng(seed)
     if groupby is None:
-        gn = group_network(adata, cluster_key, key=key, random_state=seed)
-        for cell in (group1, group2):
-            if cell not in adata.obs_names:
-                msg = f"Cell {cell!r} is not in adata.obs_names (with groupby=None, group1/group2 are cell names)."
-                raise KeyError(msg)
-        i1, i2 = adata.obs_names.get_indexer([group1, group2])
-        idx1, idx2 = np.array([i1]), np.array([i2])
-        m1, m2 = np.arange(adata.n_obs) == i1, np.arange(adata.n_obs) == i2
-        c1, c2 = str(adata.obs[cluster_key].iloc[i1]), str(adata.obs[cluster_key].iloc[i2])
+        gn, (idx1, m1, c1), (idx2, m2, c2) = _two_cells(adata, group1, group2, cluster_key, key=key, seed=seed)
     else:
         gn = group_network(adata, groupby, key=key, random_state=seed)
-        labels = np.asarray(gn.labels.astype(str))
-        for g in (group1, group2):
-            if g not in gn.categories:
-                msg = f"{g!r} is not a group of adata.obs[{groupby!r}] (groups: {gn.categories})."
-                raise KeyError(msg)
-            if not (labels == g).any():
-                msg = f"Group {g!r} of adata.obs[{groupby!r}] has no cells."
-                raise ValueError(msg)
-        if group1 == group2:
-            msg = "group1 and group2 are the same group; pick two different ones."
-            raise ValueError(msg)
-        m1, m2 = labels == group1, labels == group2  # fold changes use every cell of the groups
+        (m1, c1), (m2, c2) = _two_groups(gn, groupby, group1, group2)
         idx1 = sample_cells(m1, max_cells, rng)
         idx2 = sample_cells(m2, n_background, rng)
-        c1, c2 = group1, group2
-    k = len(gn.categories)
-    readout = np.zeros(k, dtype=np.float32)
-    readout[gn.categories.index(c1)] += 1
-    readout[gn.categories.index(c2)] -= 1
-    if c1 == c2:  # two cells of one cluster: explain that cluster's logit
-        readout[gn.categories.index(c1)] = 1
+    readout = _readout(gn.categories, c1, c2)
     att = explain(gn.net, readout, rows(gn, adata, idx1), rows(gn, adata, idx2), method=explainer, random_state=seed)
     genes = gn.model.var_names
     means, lfc_source = log_means(adata, gn, {"a": m1, "b": m2})
@@ -147,6 +122,45 @@ def differentiating_features(
     target.uns[key_added] = store
     logg.info("    finished", time=start, deep=f"added\n    {key_added!r}, differentiating features (adata.uns)")
     return target if copy else df
+
+
+def _two_cells(adata: AnnData, cell1: str, cell2: str, cluster_key: str, *, key: str, seed: int):
+    """The clusters' network, and each cell's ``(index, mask over cells, cluster)``."""
+    gn = group_network(adata, cluster_key, key=key, random_state=seed)
+    for cell in (cell1, cell2):
+        if cell not in adata.obs_names:
+            msg = f"Cell {cell!r} is not in adata.obs_names (with groupby=None, group1/group2 are cell names)."
+            raise KeyError(msg)
+    out = []
+    for i in adata.obs_names.get_indexer([cell1, cell2]):
+        out.append((np.array([i]), np.arange(adata.n_obs) == i, str(adata.obs[cluster_key].iloc[i])))
+    return gn, out[0], out[1]
+
+
+def _two_groups(gn, groupby: str, group1: str, group2: str):
+    """Each group's ``(mask over cells, group)``; fold changes use every cell of the groups."""
+    labels = np.asarray(gn.labels.astype(str))
+    for g in (group1, group2):
+        if g not in gn.categories:
+            msg = f"{g!r} is not a group of adata.obs[{groupby!r}] (groups: {gn.categories})."
+            raise KeyError(msg)
+        if not (labels == g).any():
+            msg = f"Group {g!r} of adata.obs[{groupby!r}] has no cells."
+            raise ValueError(msg)
+    if group1 == group2:
+        msg = "group1 and group2 are the same group; pick two different ones."
+        raise ValueError(msg)
+    return (labels == group1, group1), (labels == group2, group2)
+
+
+def _readout(categories: list, c1: str, c2: str) -> np.ndarray:
+    """Weights of the logits explained: ``z[c1] - z[c2]``, or ``z[c1]`` when both are one cluster."""
+    readout = np.zeros(len(categories), dtype=np.float32)
+    readout[categories.index(c1)] += 1
+    readout[categories.index(c2)] -= 1
+    if c1 == c2:  # two cells of one cluster: explain that cluster's logit
+        readout[categories.index(c1)] = 1
+    return readout
 
 
 def comparison_key(group1: str, group2: str) -> str:

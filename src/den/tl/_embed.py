@@ -127,18 +127,11 @@ def embed(
     key_obsm, key_uns = ("X_den", "den") if key_added is None else (key_added, key_added)
     X = get_matrix(adata, layer)
     check_names(adata)
-    where = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
     rep_key = _rep_key(adata, use_rep)
     rep = None if rep_key is None else _representation(adata, rep_key)
     codes, classes = _labels(adata, labels_key)
-    batches = _batches(adata, batch_key)
-    if not isinstance(batch_centering, bool):
-        msg = f"Invalid batch_centering={batch_centering!r}: it must be True or False."
-        raise TypeError(msg)
-    if batches is not None and batch_centering and n_pcs is None:
-        msg = "batch_centering=True needs the PCA layer (n_pcs set); pass n_pcs=50 or batch_centering=False."
-        raise ValueError(msg)
-    warn_if_counts(X, where)
+    batches = _batches(adata, batch_key, batch_centering=batch_centering, n_pcs=n_pcs)
+    warn_if_counts(X, "adata.X" if layer is None else f"adata.layers[{layer!r}]")
     seed = check_random_state(random_state)
     fit = fit_embedding(
         Features(X, adata.var_names),
@@ -156,8 +149,24 @@ def embed(
     # the same path as den.tl.transform
     coords = fit.model.embed(X, adata.var_names, device=device, check=False, batches=batches)
     warn_if_collapsed(coords)
-    params = config.to_dict() | {"layer": layer, "use_rep": rep_key, "labels_key": labels_key, "batch_key": batch_key}
-    params["batch_centering"] = batch_centering
+    inputs = {"layer": layer, "use_rep": rep_key, "labels_key": labels_key, "batch_key": batch_key}
+    entry = _uns_entry(fit, config, inputs | {"batch_centering": batch_centering})
+
+    adata = adata.copy() if copy else adata
+    make_actual(adata)
+    adata.obsm[key_obsm] = coords
+    adata.uns[key_uns] = entry
+    logg.info(
+        "    finished",
+        time=start,
+        deep=f"added\n    {key_obsm!r}, DEN coordinates (adata.obsm)\n    {key_uns!r}, parameters, history and model (adata.uns)",
+    )
+    return adata if copy else None
+
+
+def _uns_entry(fit, config: EmbedConfig, inputs: dict) -> dict:
+    """``uns["den"]``: ``params`` (the arguments), ``fit`` (what they resolved to), ``history`` and ``model``."""
+    params = config.to_dict() | inputs
     params.pop("encoder")
     resolved = {
         "n_epochs": fit.n_epochs,
@@ -165,29 +174,15 @@ def embed(
         "n_neighbors": fit.n_neighbors,
         "n_near_pairs": fit.n_near_pairs,
         "random_state": fit.seed,
-        "device": str(device),
-        "devices": devices,
+        "device": config.device,
+        "devices": config.devices,
         "pca": "adata.varm['PCs']" if fit.pca_given else "den",
     }
-
-    adata = adata.copy() if copy else adata
-    make_actual(adata)
-    adata.obsm[key_obsm] = coords
-    adata.uns[key_uns] = {
-        "params": params,
-        "fit": resolved,
-        "history": {
-            "loss": np.asarray(fit.history, dtype=np.float64),
-            "seconds": np.asarray(fit.epoch_seconds, dtype=np.float64),
-        },
-        "model": fit.model.to_uns(),
+    history = {
+        "loss": np.asarray(fit.history, dtype=np.float64),
+        "seconds": np.asarray(fit.epoch_seconds, dtype=np.float64),
     }
-    logg.info(
-        "    finished",
-        time=start,
-        deep=f"added\n    {key_obsm!r}, DEN coordinates (adata.obsm)\n    {key_uns!r}, parameters, history and model (adata.uns)",
-    )
-    return adata if copy else None
+    return {"params": params, "fit": resolved, "history": history, "model": fit.model.to_uns()}
 
 
 def _rep_key(adata: AnnData, use_rep: str | None) -> str | None:
@@ -232,7 +227,10 @@ def _representation(adata: AnnData, key: str) -> np.ndarray:
     return rep
 
 
-def _batches(adata: AnnData, batch_key: str | None) -> np.ndarray | None:
+def _batches(adata: AnnData, batch_key: str | None, *, batch_centering, n_pcs: int | None) -> np.ndarray | None:
+    if not isinstance(batch_centering, bool):
+        msg = f"Invalid batch_centering={batch_centering!r}: it must be True or False."
+        raise TypeError(msg)
     if batch_key is None:
         return None
     if batch_key not in adata.obs:
@@ -245,6 +243,9 @@ def _batches(adata: AnnData, batch_key: str | None) -> np.ndarray | None:
     batches = column.astype(str).to_numpy()
     if len(np.unique(batches)) < 2:
         msg = f"adata.obs[{batch_key!r}] holds a single batch; pass batch_key=None for one batch."
+        raise ValueError(msg)
+    if batch_centering and n_pcs is None:
+        msg = "batch_centering=True needs the PCA layer (n_pcs set); pass n_pcs=50 or batch_centering=False."
         raise ValueError(msg)
     return batches
 
