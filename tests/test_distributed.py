@@ -96,7 +96,7 @@ def test_embed_records_devices_and_epoch_times(small):
     den.tl.embed(small, devices=2, n_epochs=3, progress_bar=False)
     entry = small.uns["den"]
     assert entry["params"]["devices"] == 2 and entry["fit"]["devices"] == 2
-    assert entry["fit"]["learning_rate"] == pytest.approx(entry["params"]["learning_rate"] * 2**0.5)
+    assert entry["fit"]["learning_rate"] == pytest.approx(entry["params"]["learning_rate"] * 2)
     assert len(entry["history"]["seconds"]) == 3 and (entry["history"]["seconds"] > 0).all()
 
 
@@ -140,3 +140,19 @@ def test_two_ranks_train_the_label_head(two_rank_fits):
     given = np.where(np.arange(len(y)) % 10 == 0, y, None)  # 10 % labelled: some batches have no label
     est = den.DEN(devices=2, cluster=False, n_epochs=10, random_state=0, batch_size=64).fit(X, given)
     assert (est.predict_labels(X) == y).mean() > 0.9
+
+
+def test_cpu_ranks_average_weights_every_few_steps(tmp_path):
+    from torch.nn.parallel import DistributedDataParallel
+
+    from den.train._distributed import LOCAL_STEPS, local_sgd
+
+    torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path}/store", rank=0, world_size=1)
+    try:
+        net = DistributedDataParallel(torch.nn.Linear(3, 2))
+        adam = torch.optim.Adam(net.parameters())
+        assert local_sgd([net], adam, device=torch.device("cuda"), warmup=5)[0] is adam  # GPUs: DDP every step
+        wrapped, _ = local_sgd([net], adam, device=torch.device("cpu"), warmup=5)
+        assert wrapped.averager.period == LOCAL_STEPS > 1 and wrapped.averager.warmup_steps == 5
+    finally:
+        torch.distributed.destroy_process_group()

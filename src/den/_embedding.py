@@ -52,7 +52,7 @@ class EmbeddingFit:
     notes: list[str] = field(default_factory=list)
     pca_given: bool = False  #: the PCA layer holds ``given_pca`` (not den's own PCA)
     epoch_seconds: list[float] = field(default_factory=list)  #: wall time of each epoch (rank 0's)
-    learning_rate: float = 0.0  #: the initial rate as used (``sqrt(devices)`` x the configured one)
+    learning_rate: float = 0.0  #: the initial rate as used (``devices`` x the configured one)
 
 
 def default_epochs(n_cells: int, n_pairs: int, batch_size: int) -> int:
@@ -235,7 +235,7 @@ def fit_embedding(
     n_epochs = config.n_epochs or default_epochs(n, sampler.n_pairs, config.batch_size * world)
     runner = Runner(
         n_epochs=n_epochs,
-        learning_rate=config.learning_rate * math.sqrt(world),  # Adam's square-root rule for world x the batch
+        learning_rate=config.learning_rate * world,  # 1 / world of the steps: the linear rule (docs: several devices)
         device=train_device,
         progress_bar=progress_bar,
         desc="DEN embedding",

@@ -92,7 +92,8 @@ class DEN(ClusterMixin, TransformerMixin, BaseEstimator):
     devices
         Train the map data-parallel on this many processes (torch.distributed DDP: gloo on
         CPUs, NCCL on GPUs 0 to ``devices - 1``); each rank takes ``batch_size`` pairs a step,
-        so an epoch takes ``1 / devices`` of the steps, at ``learning_rate x sqrt(devices)``.
+        so an epoch takes ``1 / devices`` of the steps, at ``learning_rate x devices``; CPU ranks
+        average their weights every 4 steps after the first epoch (post-local SGD).
         Results are reproducible for a given seed and ``devices``, but differ from
         ``devices=1``. In a script, call den under ``if __name__ == "__main__":`` (the
         processes are spawned). Inside a ``torchrun`` group keep ``devices=1``: den trains

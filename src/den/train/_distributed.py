@@ -14,16 +14,20 @@ A script launched by ``torchrun``
 
 Either way the ranks draw the same order of batches from a generator in the same state
 and each takes its own ``batch_size`` of every step's ``world x batch_size`` pairs
-(:func:`den._pairs.rank_slice`): the ranks take the steps one process would take with ``world``
-times the batch (at ``sqrt(world)`` times the learning rate, :func:`den._embedding.fit_embedding`). Noise and far
+(:func:`den._pairs.rank_slice`), so an epoch takes ``1 / world`` of one process's steps (at
+``world`` times the learning rate, :func:`den._embedding.fit_embedding`). Noise and far
 partners come from a generator seeded by ``(seed, rank)`` (:func:`rank_generator`), so a
-run is reproducible for a given seed and number of ranks. Gradients are averaged by
-:class:`~torch.nn.parallel.DistributedDataParallel`; Adam and the learning-rate schedule run
-on every rank alike, so the ranks' weights stay identical.
+run is reproducible for a given seed and number of ranks. On GPUs
+:class:`~torch.nn.parallel.DistributedDataParallel` averages the gradients of every step, so the
+ranks take the steps one process would take with ``world`` times the batch; CPU ranks do the
+same for the first epoch, then train alone and average their weights every
+:data:`LOCAL_STEPS` steps (:func:`local_sgd`). The ranks' weights are averaged once more at the
+end, so every rank holds the same model.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import socket
@@ -59,9 +63,50 @@ def data_parallel(device: torch.device):
     ids = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else None
 
     def wrap(module: torch.nn.Module) -> torch.nn.Module:
-        return DistributedDataParallel(module, device_ids=ids)
+        return DistributedDataParallel(module, device_ids=ids, gradient_as_bucket_view=True)
 
     return wrap
+
+
+#: CPU ranks (gloo): steps each rank takes alone between two averagings of the ranks' weights
+LOCAL_STEPS = 4
+
+
+def local_sgd(modules: list, optimizer, *, device: torch.device, warmup: int):
+    """The optimiser of a data-parallel run, and the context of its step ``step``.
+
+    On CPU ranks (gloo) post-local SGD, from torch.distributed's own parts: DDP averages the
+    gradients for the first ``warmup`` steps, then every rank steps alone on its own batches
+    (:meth:`~torch.nn.parallel.DistributedDataParallel.no_sync`) and
+    :class:`~torch.distributed.optim.PostLocalSGDOptimizer` averages the ranks' weights every
+    :data:`LOCAL_STEPS` steps. One gloo all-reduce costs about half a training step here,
+    whatever its size (docs' benchmarks page), so three steps in four go without one. On GPUs
+    (NCCL, all-reduce in microseconds) DDP averages the gradients of every step.
+
+    ``modules`` are already wrapped in :class:`~torch.nn.parallel.DistributedDataParallel`.
+    Returns ``(optimizer, context)``; run step ``step``'s forward and backward pass inside
+    ``context(step)``.
+    """
+    if device.type == "cuda" or LOCAL_STEPS == 1:
+        return optimizer, lambda step: contextlib.nullcontext()
+    from torch.distributed.algorithms.model_averaging.averagers import PeriodicModelAverager
+    from torch.distributed.optim import PostLocalSGDOptimizer
+
+    def context(step: int):
+        stack = contextlib.ExitStack()
+        if step >= warmup:
+            for m in modules:
+                stack.enter_context(m.no_sync())
+        return stack
+
+    return PostLocalSGDOptimizer(optimizer, PeriodicModelAverager(period=LOCAL_STEPS, warmup_steps=warmup)), context
+
+
+def average_weights(params: list[torch.Tensor]) -> None:
+    """Average ``params`` over the ranks (the end of a data-parallel run: every rank holds the same weights)."""
+    from torch.distributed.algorithms.model_averaging.utils import average_parameters
+
+    average_parameters(iter(params), dist.group.WORLD)
 
 
 def mean_over_ranks(total: float, count: int) -> float:

@@ -53,7 +53,9 @@ class Runner:
     Inside a torch.distributed process group (:mod:`den.train._distributed`) a plan with
     ``data_parallel = True`` (the embedding) is trained data-parallel: every rank computes
     its share of every step and the modules are wrapped in
-    :class:`~torch.nn.parallel.DistributedDataParallel`, which averages the gradients. Other
+    :class:`~torch.nn.parallel.DistributedDataParallel`, which averages the gradients (on CPU
+    ranks for the first epoch, then the ranks' weights every few steps:
+    :func:`~den.train._distributed.local_sgd`). Other
     plans (the small heads) train whole on every rank, deterministically, so the ranks agree.
 
     Parameters
@@ -80,7 +82,7 @@ class Runner:
 
     def run(self, plan) -> list[float]:
         """Train ``plan``; returns the mean loss of each epoch (over all ranks)."""
-        from ._distributed import data_parallel, mean_over_ranks, rank_world
+        from ._distributed import average_weights, data_parallel, local_sgd, mean_over_ranks, rank_world
 
         rank, world = rank_world() if plan.data_parallel else (0, 1)
         modules = plan.modules()
@@ -91,6 +93,11 @@ class Runner:
             m.train()
         if world > 1:
             plan.wrap(data_parallel(self.device))
+            optimizer, sync = local_sgd(
+                plan.modules(), optimizer, device=self.device, warmup=plan.steps_per_epoch(world)
+            )
+        else:
+            sync = lambda step: contextlib.nullcontext()
         history: list[float] = []
         step = 0
         bar = progress(range(self.n_epochs), desc=self.desc, enabled=self.progress_bar and rank == 0)
@@ -99,12 +106,13 @@ class Runner:
             for epoch in bar:
                 running, n_batches, start = 0.0, 0, time.perf_counter()
                 for batch in plan.batches(rank, world) if world > 1 else plan.batches():
-                    loss = plan.loss(batch)
-                    self._check(loss, step)
                     for group in optimizer.param_groups:
                         group["lr"] = self.learning_rate * 0.5 * (1 + math.cos(math.pi * min(step / total, 1.0)))
                     optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
+                    with sync(step):
+                        loss = plan.loss(batch)
+                        self._check(loss, step)
+                        loss.backward()
                     optimizer.step()
                     running += float(loss.detach())
                     n_batches += 1
@@ -115,6 +123,8 @@ class Runner:
                     bar.set_postfix(loss=f"{history[-1]:.4f}", refresh=False)  # shown at tqdm's own pace
                 if self.on_epoch is not None:
                     self.on_epoch(epoch, history[-1], self.seconds[-1])
+        if world > 1:
+            average_weights(params)  # the ranks end with the same weights
         for m in modules:
             m.eval()
         return history
