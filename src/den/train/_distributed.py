@@ -72,6 +72,11 @@ def data_parallel(device: torch.device):
 LOCAL_STEPS = 4
 
 
+def every_step(step: int) -> contextlib.AbstractContextManager:
+    """The step context of training in one process, or of DDP averaging every step's gradients."""
+    return contextlib.nullcontext()
+
+
 def local_sgd(modules: list, optimizer, *, device: torch.device, warmup: int):
     """The optimiser of a data-parallel run, and the context of its step ``step``.
 
@@ -87,8 +92,8 @@ def local_sgd(modules: list, optimizer, *, device: torch.device, warmup: int):
     Returns ``(optimizer, context)``; run step ``step``'s forward and backward pass inside
     ``context(step)``.
     """
-    if device.type == "cuda" or LOCAL_STEPS == 1:
-        return optimizer, lambda step: contextlib.nullcontext()
+    if device.type == "cuda":
+        return optimizer, every_step
     from torch.distributed.algorithms.model_averaging.averagers import PeriodicModelAverager
     from torch.distributed.optim import PostLocalSGDOptimizer
 

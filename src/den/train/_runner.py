@@ -82,7 +82,7 @@ class Runner:
 
     def run(self, plan) -> list[float]:
         """Train ``plan``; returns the mean loss of each epoch (over all ranks)."""
-        from ._distributed import average_weights, data_parallel, local_sgd, mean_over_ranks, rank_world
+        from ._distributed import average_weights, data_parallel, every_step, local_sgd, mean_over_ranks, rank_world
 
         rank, world = rank_world() if plan.data_parallel else (0, 1)
         modules = plan.modules()
@@ -91,13 +91,12 @@ class Runner:
         total = max(1, self.n_epochs * plan.steps_per_epoch(world))
         for m in modules:
             m.train()
+        sync = every_step
         if world > 1:
             plan.wrap(data_parallel(self.device))
             optimizer, sync = local_sgd(
                 plan.modules(), optimizer, device=self.device, warmup=plan.steps_per_epoch(world)
             )
-        else:
-            sync = lambda step: contextlib.nullcontext()
         history: list[float] = []
         step = 0
         bar = progress(range(self.n_epochs), desc=self.desc, enabled=self.progress_bar and rank == 0)
