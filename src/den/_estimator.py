@@ -49,16 +49,17 @@ class DEN(ClusterMixin, TransformerMixin, BaseEstimator):
     loss
         ``"contrastive"``: for each near pair, ``-log(w_near / (w_near + sum of w_far))``
         against far partners drawn among the batch, with ``w = 1 - F_cdf(d^2; 2, dof)``
-        (the Student-t kernel of t-SNE); ``"paper"``: the paper's terms ``F_cdf(d^2; 1,
+        (a Student-t kernel, as t-SNE's); ``"paper"``: the paper's terms ``F_cdf(d^2; 1,
         n_components)`` for near and ``1 - F_cdf`` for far pairs, mutual-neighbour near
         pairs and distance-weighted far partners. See the docs' method page.
     dof
         Degrees of freedom of the F distribution's denominator: the kernel's tail (smaller:
-        heavier). ``None``: ``n_components``, which is the Cauchy kernel for the contrastive loss.
+        heavier). ``None``: 3 for the contrastive loss (2 would be t-SNE's Cauchy kernel), ``n_components``
+        for the paper's.
     n_far
         Far partners per batch (contrastive: shared by every row) or per pair (paper).
     n_epochs
-        Passes over all near pairs. ``None``: 300 pair visits per sample (at most 60 million in
+        Passes over all near pairs. ``None``: 250 pair visits per sample (at most 60 million in
         all, at least 300 steps).
     batch_size
         Near pairs per optimisation step.
@@ -288,6 +289,15 @@ class DEN(ClusterMixin, TransformerMixin, BaseEstimator):
         :func:`den.tl.marker_features` for the explainers). Plot images with
         :func:`den.pl.image_attributions`.
 
+        Parameters
+        ----------
+        X
+            Samples to explain, as accepted by :meth:`fit`.
+        n_background
+            Background samples (drawn from ``X``, stratified by predicted cluster).
+        random_state
+            Seed of the background sample and of the explainer.
+
         Returns
         -------
         ``(n_samples, n_features)`` float32 SHAP values.
@@ -311,7 +321,15 @@ class DEN(ClusterMixin, TransformerMixin, BaseEstimator):
         return values
 
     def save(self, dir_path: str | Path, *, overwrite: bool = False) -> None:
-        """Write the trained networks and the parameters into a folder (JSON + ``.npz``; no pickle)."""
+        """Write the trained networks and the parameters into a folder (JSON + ``.npz``; no pickle).
+
+        Parameters
+        ----------
+        dir_path
+            Folder to write (created if missing).
+        overwrite
+            Write into ``dir_path`` even when it exists and is not empty (otherwise an error).
+        """
         check_is_fitted(self, "model_")
         self.model_.save(dir_path, overwrite=overwrite)
         path = Path(dir_path) / CONFIG_FILE

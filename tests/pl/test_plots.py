@@ -71,6 +71,11 @@ def test_marker_dotplot(full):
     plt.close("all")
 
 
+def test_marker_heatmap_rejects_dotplot_options(full):
+    with pytest.raises(TypeError, match="kind='dotplot'"):
+        den.pl.marker_features(full, dendrogram=False, show=False)
+
+
 def test_missing_results_name_the_tool(small):
     with pytest.raises(KeyError, match="den.tl.embed"):
         den.pl.history(small, show=False)

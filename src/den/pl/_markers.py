@@ -50,7 +50,12 @@ def marker_features(
     kind
         ``"heatmap"`` or ``"dotplot"``.
     {ax_show_return_fig}
+    **kwargs
+        Passed to :func:`scanpy.pl.rank_genes_groups_dotplot` (``kind="dotplot"`` only).
     """
+    if kwargs and kind != "dotplot":
+        msg = f"Keyword arguments {sorted(kwargs)} go to scanpy's dotplot only; pass kind='dotplot' or drop them."
+        raise TypeError(msg)
     entry = uns_entry(adata, key, "marker_features")
     all_groups = list(entry["names"].dtype.names)
     groups = all_groups if groups is None else [str(g) for g in groups]
