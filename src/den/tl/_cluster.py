@@ -44,7 +44,8 @@ def cluster(
     1. The affinity lives on the *data's* kNN graph (the representation
        :func:`den.tl.embed` trained on), each edge weighted by the network's own belief
        that the pair is near, ``1 - F_cdf((d_map / (gamma s))^2)`` (the F distribution of
-       DEN's loss; ``s``: the median map length of the graph's edges, for the contrastive loss); edges it treats as far are dropped.
+       DEN's loss; ``s``: the median map length of the graph's edges, for the contrastive
+       loss); edges it treats as far are dropped.
     2. The number of spectral clusters is the largest gap between consecutive *log*
        eigenvalues among the ``max_clusters + 1`` smallest of the normalised Laplacian of
        the well-placed cells (mean belief over their neighbours >= 0.5), raised to the
