@@ -10,6 +10,7 @@ from scipy import sparse
 
 import den
 from den._config import EmbedConfig
+from den._utils import get_device
 
 FAST = {"n_epochs": 3, "progress_bar": False}
 
@@ -46,6 +47,7 @@ def test_params_recorded(small):
     assert p["layer"] is None and p["dof"] is None  # real None, not the string "None"
     fit = small.uns["den"]["fit"]
     assert fit["n_epochs"] == 3 and fit["n_neighbors"] == 7 and fit["random_state"] == 3 and fit["n_near_pairs"] > 0
+    assert p["device"] == "auto" and fit["device"] == str(get_device("auto"))  # resolved, e.g. "cpu"
 
 
 def test_params_survive_h5ad(small, tmp_path):

@@ -13,7 +13,7 @@ from den._data import Features, check_names, column_mean, get_matrix, warn_if_co
 from den._embedding import fit_embedding, pca_width, warn_if_collapsed
 from den._estimator import encode_labels
 from den._pca import reproduces
-from den._utils import check_random_state, make_actual
+from den._utils import check_random_state, get_device, make_actual
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -174,7 +174,7 @@ def _uns_entry(fit, config: EmbedConfig, inputs: dict) -> dict:
         "n_neighbors": fit.n_neighbors,
         "n_near_pairs": fit.n_near_pairs,
         "random_state": fit.seed,
-        "device": config.device,
+        "device": str(get_device(config.device)),  # the one trained on: "auto" resolved
         "devices": config.devices,
         "pca": "adata.varm['PCs']" if fit.pca_given else "den",
     }
