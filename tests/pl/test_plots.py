@@ -57,6 +57,20 @@ def test_cell_features(full):
         den.pl.cell_features(full, full.obs_names[1], show=False)
 
 
+def test_shap_summary_shows_the_top_genes(full):
+    entry = full.uns["den_marker_features"]
+    values = np.asarray(entry["shap_values"])[np.asarray(entry["shap_groups"]) == "0"]
+    top = np.argsort(-np.abs(values).mean(0))[:4]
+    ax = den.pl.shap_summary(full, "0", n_genes=4, show=False)
+    labels = {t.get_text() for t in ax.get_yticklabels()}
+    assert labels == set(den.DENModel.from_adata(full, cluster_key=None).var_names[top])
+    # no row for the sum of the other genes: the axis spans the shown genes' values
+    lo, hi = ax.get_xlim()
+    assert hi - lo < 3 * np.ptp(values[:, top])
+    assert f"other {values.shape[1] - 4} genes add" in ax.get_xlabel()
+    plt.close("all")
+
+
 def test_embedding_colours(full):
     axes = den.pl.embedding(full, color=["den_clusters", "den_clusters_confidence"], show=False)
     assert len(axes) == 2

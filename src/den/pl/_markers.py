@@ -100,6 +100,9 @@ def shap_summary(
 ):
     """Beeswarm of one group's SHAP values: each dot a cell, coloured by the gene's expression.
 
+    The ``n_genes`` genes with the largest mean absolute SHAP value are drawn; the x-axis label
+    says what the other genes add together, on average over the group's explained cells.
+
     Parameters
     ----------
     adata
@@ -128,15 +131,18 @@ def shap_summary(
     model = DENModel.from_adata(adata, key=entry["params"]["embedding_key"], cluster_key=None)
     data = model.inputs(get_matrix(adata, model.config.get("layer")), adata.var_names, cells)
     base = float(np.asarray(entry["base_values"])[list(np.asarray(entry["groups"]).astype(str)).index(group)])
+    top = np.argsort(-np.abs(values).mean(0), kind="stable")[:n_genes]
+    rest = np.delete(values, top, axis=1).sum(1).mean() if values.shape[1] > len(top) else 0.0
     fig, ax = new_axes(ax, (5, 0.35 * n_genes + 1.5))
-    shap.plots.beeswarm(
-        _explanation(values, np.full(len(values), base), data, model.var_names),
+    shap.plots.beeswarm(  # the top genes alone: shap's "sum of the other genes" row would set the axis' scale
+        _explanation(values[:, top], np.full(len(values), base), data[:, top], np.asarray(model.var_names)[top]),
         max_display=n_genes,
         ax=ax,
         show=False,
         plot_size=None,
     )
     ax.set_title(f"{entry['params']['groupby']} {group}: SHAP of its logit")
+    ax.set_xlabel(f"SHAP value (the other {values.shape[1] - len(top)} genes add {rest:+.2f} on average)")
     return finish(fig, ax, show=show, return_fig=return_fig)
 
 
