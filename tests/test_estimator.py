@@ -110,6 +110,12 @@ def test_images(encoder):
     assert est.image_shape_ == (1, 8, 8)
     assert adjusted_rand_score(labels, est.labels_) > 0.9
     np.testing.assert_allclose(est.transform(images[:, None]), est.embedding_, atol=1e-5)  # (n, C, H, W) too
+    # SHAP over pixels: each class's own bright square pushes its images into their cluster
+    values = est.explain(images, n_background=30).reshape(-1, 8, 8)
+    for c, (r0, c0) in enumerate([(0, 0), (0, 4), (4, 0)]):
+        mean = values[labels == c].mean(0)
+        own, empty = mean[r0 : r0 + 4, c0 : c0 + 4].mean(), np.abs(mean[4:, 4:]).mean()  # bottom right: always dark
+        assert own > 0 and own > 3 * empty
 
 
 def test_conv_needs_images(blobs):

@@ -308,7 +308,8 @@ class DEN(ClusterMixin, TransformerMixin, BaseEstimator):
         features = self._features(X)
         rows = features.X if not hasattr(features.X, "toarray") else features.X.toarray()
         rows = np.asarray(rows, dtype=np.float32)
-        clusters = self.predict(rows)
+        proba = self.model_.predict_proba(features.X, features.var_names, device=self.device, check=False)
+        clusters = proba.argmax(1)  # from the features (a flattened copy would lose images' pixel names)
         rng = np.random.default_rng(random_state)
         background = rows[stratified_background(pd.Categorical(clusters), n_background, rng)]
         values = np.zeros_like(rows)
