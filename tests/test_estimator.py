@@ -177,3 +177,26 @@ def test_not_fitted():
 
     with pytest.raises(NotFittedError):
         den.DEN().transform(np.zeros((4, 3)))
+
+
+def test_feature_names(blobs, tmp_path):
+    """A data frame's column names are recorded and checked as scikit-learn does (no silent reordering)."""
+    import pandas as pd
+    from sklearn.utils.estimator_checks import check_dataframe_column_names_consistency
+
+    check_dataframe_column_names_consistency("DEN", den.DEN(n_epochs=3, max_clusters=5))
+    df = pd.DataFrame(blobs[0], columns=[f"gene{i}" for i in range(10)])
+    est = den.DEN(**FAST).fit(df)
+    assert list(est.feature_names_in_) == list(df.columns)
+    est.save(tmp_path / "m")
+    loaded = den.DEN.load(tmp_path / "m")
+    np.testing.assert_array_equal(loaded.feature_names_in_, est.feature_names_in_)
+    for model in (est, loaded):
+        with pytest.raises(ValueError, match="same order"):
+            model.transform(df[df.columns[::-1]])
+        with pytest.raises(ValueError, match="unseen at fit time"):
+            model.explain(df.rename(columns={"gene0": "other"}))
+    np.testing.assert_allclose(loaded.transform(df), est.embedding_, atol=1e-5)
+    with pytest.warns(UserWarning, match="does not have valid feature names"):
+        est.transform(blobs[0])
+    assert not hasattr(den.DEN(**FAST).fit(blobs[0]), "feature_names_in_")

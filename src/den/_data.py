@@ -237,6 +237,42 @@ def as_features(X, *, min_samples: int = 3, estimator: str = "DEN") -> Features:
     return Features(X, pd.Index([str(i) for i in range(X.shape[1])]))
 
 
+def feature_names(X) -> np.ndarray | None:
+    """The column names of a data frame as an object array (scikit-learn's ``feature_names_in_``), else ``None``.
+
+    As scikit-learn: names only when every column name is a string.
+    """
+    columns = getattr(X, "columns", None)
+    if columns is None or not len(columns) or not all(isinstance(c, str) for c in columns):
+        return None
+    return np.asarray(columns, dtype=object)
+
+
+def check_feature_names(fitted: np.ndarray | None, X, estimator: str = "DEN") -> None:
+    """Refuse a data frame whose columns are not those seen in ``fit`` (scikit-learn's rule and message).
+
+    Names in one call and not the other only warn, as in scikit-learn.
+    """
+    names = feature_names(X)
+    if fitted is None or names is None:
+        if (fitted is None) != (names is None):
+            has = "has feature names" if names is not None else "does not have valid feature names"
+            were = "without" if fitted is None else "with"
+            warnings.warn(f"X {has}, but {estimator} was fitted {were} feature names", UserWarning, stacklevel=4)
+        return
+    if len(names) == len(fitted) and (names == fitted).all():
+        return
+    unseen, missing = sorted(set(names) - set(fitted)), sorted(set(fitted) - set(names))
+    msg = "The feature names should match those that were passed during fit.\n"
+    if unseen:
+        msg += "Feature names unseen at fit time:\n" + "".join(f"- {n}\n" for n in unseen[:5])
+    if missing:
+        msg += "Feature names seen at fit time, yet now missing:\n" + "".join(f"- {n}\n" for n in missing[:5])
+    if not unseen and not missing:
+        msg += "Feature names must be in the same order as they were in fit.\n"
+    raise ValueError(msg + "Select the columns by name, e.g. X[est.feature_names_in_].")
+
+
 def input_stats(X, n_rows: int = 2000) -> dict[str, float]:
     """Scale of a matrix, from up to ``n_rows`` evenly spaced rows.
 

@@ -12,7 +12,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._clustering import fit_clusters
 from ._config import ClusterConfig, EmbedConfig
-from ._data import as_features, check_query_scale
+from ._data import as_features, check_feature_names, check_query_scale, feature_names
 from ._embedding import fit_embedding, warn_if_collapsed
 from ._model import CONFIG_FILE, DENModel
 from ._utils import check_random_state
@@ -120,6 +120,9 @@ class DEN(ClusterMixin, TransformerMixin, BaseEstimator):
         Mean training loss per epoch.
     n_features_in_
         Number of input features (pixels for images).
+    feature_names_in_
+        Column names of ``X`` when it was a data frame with string column names; ``transform``,
+        ``predict`` and ``explain`` then refuse a data frame whose columns differ.
 
     Examples
     --------
@@ -232,6 +235,7 @@ class DEN(ClusterMixin, TransformerMixin, BaseEstimator):
         self.model_ = fit.model
         self.history_ = fit.history
         self.n_features_in_ = features.X.shape[1]
+        self._set_feature_names(X)
         self.image_shape_ = features.image_shape
         self.embedding_ = fit.model.embed(features.X, features.var_names, device=self.device, check=False)
         warn_if_collapsed(self.embedding_)
@@ -249,8 +253,16 @@ class DEN(ClusterMixin, TransformerMixin, BaseEstimator):
         """Fit and return the map of ``X`` (the same as ``fit(X).transform(X)``)."""
         return self.fit(X, y).embedding_
 
+    def _set_feature_names(self, X) -> None:
+        names = feature_names(X)
+        if names is not None:
+            self.feature_names_in_ = names
+        elif hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
+
     def _features(self, X):
         check_is_fitted(self, "model_")
+        check_feature_names(getattr(self, "feature_names_in_", None), X)
         features = as_features(X, min_samples=1)
         if features.X.shape[1] != self.n_features_in_:
             msg = f"X has {features.X.shape[1]} features, but DEN is expecting {self.n_features_in_} features as input."
@@ -337,6 +349,8 @@ class DEN(ClusterMixin, TransformerMixin, BaseEstimator):
         meta = json.loads(path.read_text())
         params = {k: list(v) if isinstance(v, tuple) else v for k, v in self.get_params().items()}
         meta["estimator"] = {"params": params, "n_features_in": int(self.n_features_in_)}
+        if hasattr(self, "feature_names_in_"):
+            meta["estimator"]["feature_names_in"] = self.feature_names_in_.tolist()
         if hasattr(self, "classes_"):
             meta["estimator"]["classes"] = [c.item() if hasattr(c, "item") else c for c in self.classes_]
         path.write_text(json.dumps(meta, indent=1))
@@ -353,6 +367,8 @@ class DEN(ClusterMixin, TransformerMixin, BaseEstimator):
         est = cls(**params)
         est.model_ = model
         est.n_features_in_ = int(info.get("n_features_in", model.config["n_genes"]))
+        if "feature_names_in" in info:
+            est.feature_names_in_ = np.asarray(info["feature_names_in"], dtype=object)
         shape = model.config.get("input_shape")
         est.image_shape_ = tuple(shape) if shape is not None else None
         if "classes" in info:
