@@ -380,6 +380,27 @@ def test_cell_features_bad_input(trained, cells, error, match):
     _check(trained, lambda a: den.tl.cell_features(a, cells), error, match)
 
 
+def test_cell_features_of_a_cell_without_group(trained):
+    trained.obs["den_clusters"] = trained.obs["den_clusters"].astype(object)
+    trained.obs.iloc[0, trained.obs.columns.get_loc("den_clusters")] = np.nan
+    trained.obs["den_clusters"] = trained.obs["den_clusters"].astype("category")
+    cell = trained.obs_names[0]
+    _check(trained, lambda a: den.tl.cell_features(a, [cell]), ValueError, "have no group")
+
+
+def test_plots_of_cells_no_longer_in_the_anndata(trained):
+    """After subsetting, the plots refuse cells that were explained but are gone (they drew another cell)."""
+    den.tl.cell_features(trained, [trained.obs_names[0]], n_background=20)
+    den.tl.marker_features(trained, **MFAST)
+    subset = trained[1:].copy()
+    with pytest.raises(KeyError, match="subset after den.tl.cell_features"):
+        den.pl.cell_features(subset, trained.obs_names[0], show=False)
+    shown = trained.uns["den_marker_features"]["shap_cells"][0]
+    group = str(trained.obs.loc[shown, "den_clusters"])
+    with pytest.raises(KeyError, match="subset after den.tl.marker_features"):
+        den.pl.shap_summary(trained[trained.obs_names != shown].copy(), group, show=False)
+
+
 def test_cell_features_duplicate_obs_names(trained):
     trained.obs_names = ["c"] * 2 + list(trained.obs_names[2:])
     _check(trained, lambda a: den.tl.cell_features(a, ["c"]), ValueError, "obs_names_make_unique")

@@ -200,6 +200,10 @@ def test_transfer_labels_errors_leave_the_query_alone(split):
         den.tl.transfer_labels(query, ref, "one", progress_bar=False)
     with pytest.raises(KeyError, match="lacks 150 of the 200 genes"):
         den.tl.transfer_labels(query[:, :50].copy(), ref, "cell_type", progress_bar=False)
+    ref.obs["rare"] = ref.obs["cell_type"].astype(str)
+    ref.obs.iloc[0, ref.obs.columns.get_loc("rare")] = "alone"  # a label on one cell (torch's loss failed on it)
+    with pytest.raises(ValueError, match=r"labels on a single cell: \['alone'\]"):
+        den.tl.transfer_labels(query, ref, "rare", progress_bar=False)
     assert snapshot(query) == before
 
 

@@ -103,6 +103,17 @@ def test_other_groupby(trained):
     assert "model" in entry  # the head trained for this grouping
 
 
+def test_renamed_clusters(trained):
+    """Clusters renamed after den.tl.cluster (annotation) get markers under their new names, not dropped."""
+    names = {c: f"type {c}" for c in trained.obs["den_clusters"].cat.categories[:2]}
+    trained.obs["den_clusters"] = trained.obs["den_clusters"].cat.rename_categories(names)
+    den.tl.marker_features(trained, **FAST)
+    assert set(trained.uns["den_marker_features"]["names"].dtype.names) == set(
+        trained.obs["den_clusters"].cat.categories
+    )
+    den.tl.cell_features(trained, [trained.obs_names[trained.obs["den_clusters"] == "type 0"][0]], n_background=20)
+
+
 def test_needs_clustering(small):
     den.tl.embed(small, n_epochs=2, progress_bar=False)
     uns = set(small.uns)

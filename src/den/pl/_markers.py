@@ -87,6 +87,18 @@ def _explanation(values, base, data, genes):
     return shap.Explanation(values=values, base_values=base, data=data, feature_names=list(map(str, genes)))
 
 
+def _rows(adata: AnnData, cells, key: str, tool: str) -> np.ndarray:
+    """Row positions of the explained ``cells``; an error when some are no longer in ``adata`` (subset since)."""
+    rows = adata.obs_names.get_indexer(cells)
+    if (rows < 0).any():
+        msg = (
+            f"{int((rows < 0).sum())} of the cells explained in adata.uns[{key!r}] are not in this AnnData "
+            f"(was it subset after den.tl.{tool}?); run den.tl.{tool} again on it."
+        )
+        raise KeyError(msg)
+    return rows
+
+
 @doc_plot_params
 def shap_summary(
     adata: AnnData,
@@ -127,7 +139,7 @@ def shap_summary(
         msg = f"No explained cells of group {group!r} in adata.uns[{key!r}] (groups: {sorted(set(entry['shap_groups']))})."
         raise KeyError(msg)
     values = np.asarray(entry["shap_values"])[sel]
-    cells = adata.obs_names.get_indexer(np.asarray(entry["shap_cells"])[sel])
+    cells = _rows(adata, np.asarray(entry["shap_cells"])[sel], key, "marker_features")
     model = DENModel.from_adata(adata, key=entry["params"]["embedding_key"], cluster_key=None)
     data = model.inputs(get_matrix(adata, model.config.get("layer")), adata.var_names, cells)
     base = float(np.asarray(entry["base_values"])[list(np.asarray(entry["groups"]).astype(str)).index(group)])
@@ -183,7 +195,9 @@ def cell_features(
         raise KeyError(msg)
     i = cells.index(cell)
     model = DENModel.from_adata(adata, key=entry["params"]["key"], cluster_key=None)
-    x = model.inputs(get_matrix(adata, model.config.get("layer")), adata.var_names, adata.obs_names.get_indexer([cell]))
+    x = model.inputs(
+        get_matrix(adata, model.config.get("layer")), adata.var_names, _rows(adata, [cell], key, "cell_features")
+    )
     plt.figure(figsize=(6, 0.4 * n_genes + 1.5))
     values = np.asarray(entry["values"])[i]
     explanation = _explanation(values, float(np.asarray(entry["base_values"])[i]), x[0], entry["genes"])

@@ -88,8 +88,10 @@ def group_network(
     model = DENModel.from_adata(adata, key=key, cluster_key=groupby if own else None)
     X = get_matrix(adata, model.config.get("layer"))
     model.gene_index(adata.var_names)
-    if own and model.has_clusters:
-        cats = [str(c) for c in model.cluster_config["categories"]]
+    network_cats = [str(c) for c in model.cluster_config["categories"]] if own and model.has_clusters else None
+    # the clustering network, unless its labels were edited since (e.g. renamed): then a head on the labels as they are
+    if network_cats is not None and set(map(str, labels.categories)) <= set(network_cats):
+        cats = network_cats
         return GroupNetwork(model, model.cluster_net, cats, labels, X, None, _batch_shift(adata, model, X, key))
     cats = [str(c) for c in labels.categories]
     k = len(cats)

@@ -148,6 +148,14 @@ def _reference_labels(reference: AnnData, obs: str) -> tuple[np.ndarray, list[st
     if len(categories) < 2:
         msg = f"reference.obs[{obs!r}] holds {len(categories)} label(s); transferring needs at least 2."
         raise ValueError(msg)
+    counts = pd.Series(values[known]).value_counts()
+    if (counts < 2).any():
+        single = sorted(counts.index[counts < 2])
+        msg = (
+            f"reference.obs[{obs!r}] has labels on a single cell: {single[:5]}; a label needs at least 2 cells to be "
+            "learnt and calibrated. Merge them into another label or set them to NaN (unlabelled)."
+        )
+        raise ValueError(msg)
     codes = pd.Categorical(np.where(known, values, None), categories=categories).codes.astype(np.int64)
     return codes, categories
 

@@ -58,6 +58,7 @@ def marker_features(
     groupby
         Grouping to explain: den's clustering, or any categorical ``obs`` column
         (then a head is trained on the DEN embedding to predict it, and explained).
+        Clusters renamed since :func:`den.tl.cluster` (annotated) count as such a column.
     key
         ``uns`` key of the embedding model.
     n_genes
