@@ -303,6 +303,17 @@ def test_transform_bad_query(trained, make, kwargs, error, match):
     _check(make(trained.copy()), lambda q: den.tl.transform(q, ref, **kwargs), error, match)
 
 
+def test_query_lacks_the_models_layer(small):
+    ref = small.copy()
+    ref.layers["log"] = ref.X.copy()
+    den.tl.embed(ref, layer="log", **FAST)
+    query = small.copy()  # its values in X only
+    for call in (den.tl.transform, den.tl.mapping_score):
+        _check(query, lambda q, call=call: call(q, ref), KeyError, r"query.layers\['log'\] = query.X")
+    query.layers["log"] = query.X
+    den.tl.transform(query, ref)  # the fix the message names works
+
+
 def test_transform_edited_cluster_categories(trained):
     ref = trained.copy()
     config = json.loads(ref.uns["den_clusters"]["model"]["config"])

@@ -23,6 +23,17 @@ if TYPE_CHECKING:
 CHUNK_ROWS = 8192
 
 
+def trained_matrix(adata: AnnData, layer: str | None):
+    """:func:`get_matrix` of the layer a model was trained on, naming the fix when ``adata`` lacks it."""
+    if layer is not None and hasattr(adata, "layers") and layer not in adata.layers:
+        msg = (
+            f"The model was trained on adata.layers[{layer!r}], which the query lacks (layers: {list(adata.layers)}). "
+            f"Put the same kind of values there (e.g. `query.layers[{layer!r}] = query.X`) or pass `layer=`."
+        )
+        raise KeyError(msg)
+    return get_matrix(adata, layer)
+
+
 def get_matrix(adata: AnnData, layer: str | None):
     """Return ``adata.X`` or ``adata.layers[layer]`` after validating it (no copy)."""
     if not hasattr(adata, "obs") or not hasattr(adata, "var_names"):

@@ -12,7 +12,7 @@ from scanpy import logging as logg
 from torch import nn
 
 from den._classifier import train_classifier
-from den._data import check_query_scale, get_matrix
+from den._data import check_query_scale, get_matrix, trained_matrix
 from den._model import DENModel
 from den._utils import check_random_state, make_actual, predict, softmax
 
@@ -173,7 +173,7 @@ class _Inputs:
 def _inputs(model: DENModel, reference: AnnData, query: AnnData, key: str, batch_key: str | None) -> _Inputs:
     """Read and check both matrices (the query against the model) before any work."""
     layer = model.config.get("layer")
-    X_ref, X_query = get_matrix(reference, layer), get_matrix(query, layer)
+    X_ref, X_query = get_matrix(reference, layer), trained_matrix(query, layer)
     cols = model.gene_index(query.var_names)  # raises before any work if genes are missing
     check_query_scale(
         model.config.get("input_stats"), X_query if cols is None else _columns(X_query, cols), "The query"

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scanpy import logging as logg
 
-from den._data import check_query_scale, get_matrix
+from den._data import check_query_scale, get_matrix, trained_matrix
 from den._model import DENModel
 from den._utils import make_actual
 
@@ -74,9 +74,7 @@ def transform(
     """
     start = logg.info("placing cells on the DEN map")
     model = _resolve_reference(reference, key=key, cluster_key=cluster_key)
-    if layer is None:
-        layer = model.config.get("layer")
-    X = get_matrix(adata, layer)
+    X = get_matrix(adata, layer) if layer is not None else trained_matrix(adata, model.config.get("layer"))
     cols = model.gene_index(adata.var_names)  # raises before anything is written
     check_query_scale(model.config.get("input_stats"), X if cols is None else _columns(X, cols), "The query")
     batches = query_batches(adata, batch_key, model)
