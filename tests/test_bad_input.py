@@ -412,6 +412,26 @@ def test_plots_of_cells_no_longer_in_the_anndata(trained):
         den.pl.shap_summary(trained[trained.obs_names != shown].copy(), group, show=False)
 
 
+@pytest.mark.parametrize(
+    ("call", "owner"),
+    [
+        pytest.param(
+            lambda a: den.tl.cluster(a, key_added="den", progress_bar=False), "embed", id="cluster over embed"
+        ),
+        pytest.param(lambda a: den.tl.embed(a, key_added="den_clusters", **FAST), "cluster", id="embed over cluster"),
+        pytest.param(lambda a: den.tl.marker_features(a, key_added="den", **MFAST), "embed", id="markers over embed"),
+        pytest.param(
+            lambda a: den.tl.cell_features(a, [a.obs_names[0]], key_added="den_clusters"), "cluster", id="cells"
+        ),
+        pytest.param(
+            lambda a: den.tl.differentiating_features(a, "0", "1", key_added="den"), "embed", id="differentiating"
+        ),
+    ],
+)
+def test_key_added_never_overwrites_another_tools_model(trained, call, owner):
+    _check(trained, call, ValueError, rf"holds the model of den.tl.{owner}")
+
+
 def test_cell_features_duplicate_obs_names(trained):
     trained.obs_names = ["c"] * 2 + list(trained.obs_names[2:])
     _check(trained, lambda a: den.tl.cell_features(a, ["c"]), ValueError, "obs_names_make_unique")

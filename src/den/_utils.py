@@ -59,6 +59,23 @@ def make_actual(adata: AnnData) -> None:
         adata._init_as_actual(adata.copy())
 
 
+def check_key_added(adata: AnnData, key: str, tool: str) -> None:
+    """Refuse to write ``tool``'s result over the model of *another* den tool in ``adata.uns[key]``.
+
+    ``tool`` is ``"embed"``, ``"cluster"`` or another tool's name; re-running a tool on its own key is fine.
+    """
+    entry = getattr(adata, "uns", {}).get(key)  # not an AnnData: the tool's own check names it
+    if not isinstance(entry, dict) or "model" not in entry:
+        return
+    owner = "cluster" if "eigenvalues" in entry else "embed" if "fit" in entry else None
+    if owner is not None and owner != tool:
+        msg = (
+            f"adata.uns[{key!r}] holds the model of den.tl.{owner}, which den.tl.{tool} would overwrite "
+            f"(tools that read it would then fail); pass another key_added."
+        )
+        raise ValueError(msg)
+
+
 def progress(iterable, *, total: int | None = None, desc: str, enabled: bool):
     """A tqdm.auto progress bar, or the bare iterable when disabled."""
     from tqdm.auto import tqdm
