@@ -432,6 +432,19 @@ def test_key_added_never_overwrites_another_tools_model(trained, call, owner):
     _check(trained, call, ValueError, rf"holds the model of den.tl.{owner}")
 
 
+@pytest.mark.parametrize("hidden", [(128, 128), (64,)], ids=["same network", "other network"])
+def test_clustering_of_an_earlier_embedding_is_refused(trained, hidden):
+    """Re-running embed after cluster: tools that read the clusters say so (they failed with a torch dump, or
+    gave clusters of the old map)."""
+    den.tl.embed(trained, hidden=hidden, random_state=1, **FAST)
+    query = trained[:20].copy()
+    _check(query, lambda q: den.tl.transform(q, trained), ValueError, r"earlier den.tl.embed.*den.tl.cluster\(adata\)")
+    _check(trained, lambda a: den.tl.marker_features(a, **MFAST), ValueError, "earlier den.tl.embed")
+    den.DENModel.from_adata(trained, cluster_key=None)  # the embedding alone still loads
+    den.tl.cluster(trained, progress_bar=False)  # the fix the message names
+    den.tl.transform(query, trained)
+
+
 def test_cell_features_duplicate_obs_names(trained):
     trained.obs_names = ["c"] * 2 + list(trained.obs_names[2:])
     _check(trained, lambda a: den.tl.cell_features(a, ["c"]), ValueError, "obs_names_make_unique")

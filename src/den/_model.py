@@ -48,6 +48,18 @@ def state_arrays(module: nn.Module) -> dict[str, np.ndarray]:
     return {k: v.detach().cpu().numpy().copy() for k, v in module.state_dict().items()}
 
 
+def fingerprint(model_entry: dict[str, Any]) -> str:
+    """A short hash of a stored model's weights (which embedding a clustering was made on)."""
+    import hashlib
+
+    digest = hashlib.sha1(usedforsecurity=False)
+    for name in sorted(model_entry["weights"]):
+        array = np.ascontiguousarray(np.asarray(model_entry["weights"][name]))
+        digest.update(f"{name}{array.shape}{array.dtype}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()[:16]
+
+
 def load_arrays(module: nn.Module, weights: dict[str, np.ndarray], where: str = "the model") -> None:
     """Load numpy weights into ``module`` (strictly), refusing non-finite values."""
     state = {}
@@ -385,6 +397,7 @@ class DENModel:
             centry = adata.uns.get(cluster_key)
             if isinstance(centry, dict) and "model" in centry:
                 if centry.get("params", {}).get("embedding_key", key) == key:
+                    _check_not_stale(centry.get("fit", {}), entry["model"], key, cluster_key)
                     cluster = centry["model"]
         return cls.from_uns(entry["model"], cluster)
 
@@ -462,3 +475,14 @@ def _read_folder(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
         msg = f"{str(weights)!r} is damaged or not a den weights file ({type(e).__name__}: {e}); save the model again."
         raise ValueError(msg) from None
     return meta, arrays
+
+
+def _check_not_stale(cluster_fit: dict[str, Any], embedding: dict[str, Any], key: str, cluster_key: str) -> None:
+    """Refuse a clustering made on an earlier embedding than the one now in ``uns[key]`` (when recorded)."""
+    made_on = cluster_fit.get("embedding")
+    if made_on is not None and str(made_on) != fingerprint(embedding):
+        msg = (
+            f"adata.uns[{cluster_key!r}] was made on an earlier den.tl.embed than the one now in adata.uns[{key!r}] "
+            f"(the embedding was trained again since). Run `den.tl.cluster(adata)` again, or pass cluster_key=None."
+        )
+        raise ValueError(msg)

@@ -10,7 +10,7 @@ from scanpy import logging as logg
 from den._clustering import fit_clusters
 from den._config import ClusterConfig
 from den._data import Features, get_matrix
-from den._model import DENModel
+from den._model import DENModel, fingerprint
 from den._utils import check_key_added, check_random_state, make_actual
 
 from ._batches import training_batches
@@ -109,7 +109,9 @@ def cluster(
     `adata.obs['den_clusters_confidence']` : :class:`numpy.ndarray`
         Largest class probability.
     `adata.uns['den_clusters']` : :class:`dict`
-        ``params``, ``eigenvalues``, ``n_eigengap`` (the k of the eigengap rule, or the
+        ``params``, ``fit`` (``random_state``, and ``embedding``: a hash of the embedding's weights;
+        tools refuse the clustering once ``den.tl.embed`` has trained again), ``eigenvalues``,
+        ``n_eigengap`` (the k of the eigengap rule, or the
         forced k), ``n_spectral_clusters`` (after dissolving small clusters),
         ``n_clusters`` (after merging), ``training_labels`` (what the network learnt),
         ``history``, ``calibration`` (the ``temperature`` fitted on a stratified 20 % of the
@@ -156,7 +158,7 @@ def cluster(
     write_clusters(adata, clusters, key_added)
     adata.uns[key_added] = {
         "params": params,
-        "fit": {"random_state": seed},
+        "fit": {"random_state": seed, "embedding": fingerprint(adata.uns[key]["model"])},
         "n_clusters": k,
         "n_eigengap": int(result.spectrum.n_clusters),
         "n_spectral_clusters": result.n_spectral,
