@@ -699,11 +699,29 @@ def test_plot_without_results(small, plot, kwargs, match):
     _check(small, lambda a: plot(a, show=False, **kwargs), KeyError, match)
 
 
+@pytest.mark.parametrize(
+    ("plot", "key", "tool"),
+    [
+        (den.pl.history, "den_clusters", "embed"),
+        (den.pl.spectrum, "den", "cluster"),
+        (den.pl.marker_features, "den", "marker_features"),
+    ],
+)
+def test_plot_of_another_tools_entry(trained, plot, key, tool):
+    with pytest.raises(KeyError, match=rf"not a result of den.tl.{tool}"):
+        plot(trained, key=key, show=False)
+
+
 def test_image_attributions_bad_shapes():
     with pytest.raises(ValueError, match="do not match the images"):
         den.pl.image_attributions(np.zeros((4, 8, 8)), np.zeros((4, 10)), np.zeros(4), show=False)
     with pytest.raises(ValueError, match="Cannot draw images"):
         den.pl.image_attributions(np.zeros((4, 64)), np.zeros((4, 64)), np.zeros(4), show=False)
+    with pytest.raises(ValueError, match="do not have the shape"):
+        den.pl.image_attributions(np.zeros((4, 64)), np.zeros((4, 64)), np.zeros(4), image_shape=(7, 7), show=False)
+    for groups in (np.zeros(3), np.array(["a", None, "b", "a"], dtype=object)):
+        with pytest.raises(ValueError, match="one group per image"):
+            den.pl.image_attributions(np.zeros((4, 8, 8)), np.zeros((4, 64)), groups, show=False)
 
 
 # --- names that survive writing -------------------------------------------------------------------------------------

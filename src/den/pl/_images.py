@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pandas as pd
 
 from den.pl._utils import doc_plot_params, finish
 
@@ -59,7 +60,13 @@ def image_attributions(
     if values.shape != flat.shape:
         msg = f"shap_values {values.shape} do not match the images {flat.shape}."
         raise ValueError(msg)
+    if int(np.prod(shape)) != flat.shape[1]:
+        msg = f"Images of {flat.shape[1]} pixels do not have the shape {shape}; pass the image_shape they were fitted with."
+        raise ValueError(msg)
     groups = np.asarray(groups)
+    if groups.shape != (n,) or pd.isna(groups).any():
+        msg = f"groups must hold one group per image ({n}), none missing; got shape {groups.shape}."
+        raise ValueError(msg)
     order = [g for g, _ in sorted(zip(*np.unique(groups, return_counts=True), strict=True), key=lambda t: -t[1])]
     order = order[:max_groups]
     fig, axes = plt.subplots(2, len(order), figsize=(1.6 * len(order), 3.4), squeeze=False)
