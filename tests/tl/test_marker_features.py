@@ -156,6 +156,9 @@ def test_differentiating_features(trained):
     # the top gene is a planted marker of the group that cluster 0 recovers
     truth0 = trained.obs.loc[trained.obs["den_clusters"] == "0", "group"].value_counts().index[0]
     assert trained.var.loc[df["names"].iloc[0], "marker_of"] == truth0
+    # groups given as numbers find the categories "0" and "1" (they were "not a group")
+    by_number = den.tl.differentiating_features(trained, 0, 1, max_cells=30, n_background=30)
+    assert list(by_number["names"]) == list(df["names"])
 
 
 def test_differentiating_two_cells(trained):

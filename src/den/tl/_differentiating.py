@@ -87,7 +87,7 @@ def differentiating_features(
         gn, (idx1, m1, c1), (idx2, m2, c2) = _two_cells(adata, group1, group2, cluster_key, key=key, seed=seed)
     else:
         gn = group_network(adata, groupby, key=key, random_state=seed)
-        (m1, c1), (m2, c2) = _two_groups(gn, groupby, group1, group2)
+        (m1, c1), (m2, c2) = _two_groups(gn, groupby, str(group1), str(group2))  # 0 finds group "0"
         idx1 = sample_cells(m1, max_cells, rng)
         idx2 = sample_cells(m2, n_background, rng)
     readout = _readout(gn.categories, c1, c2)
