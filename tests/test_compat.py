@@ -36,3 +36,16 @@ def test_cluster_and_markers_run_on_a_0_1_map():
     den.tl.cluster(ref, head_epochs=2, finetune_epochs=0, progress_bar=False)
     den.tl.marker_features(ref, n_background=20, max_cells_per_group=10, progress_bar=False)
     assert ref.uns["den_clusters"]["n_clusters"] >= 2
+
+
+def test_plots_and_key_checks_read_a_0_1_file():
+    """0.1's embedding entry has no "fit": the plots and the key_added guard still recognise it."""
+    import matplotlib.pyplot as plt
+    import pytest
+
+    ref = ad.read_h5ad(DATA / "den_0.1_synthetic.h5ad")
+    den.pl.history(ref, show=False)
+    den.pl.spectrum(ref, show=False)
+    plt.close("all")
+    with pytest.raises(ValueError, match="holds the model of den.tl.embed"):
+        den.tl.cluster(ref, key_added="den", progress_bar=False)

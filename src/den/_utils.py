@@ -59,16 +59,26 @@ def make_actual(adata: AnnData) -> None:
         adata._init_as_actual(adata.copy())
 
 
-def check_key_added(adata: AnnData, key: str, tool: str) -> None:
-    """Refuse to write ``tool``'s result over the model of *another* den tool in ``adata.uns[key]``.
+def uns_owner(entry) -> str | None:
+    """Which den tool wrote an ``adata.uns`` entry (``"embed"``, ``"cluster"``, ...), from a field only it writes."""
+    if not isinstance(entry, dict):
+        return None
+    if "eigenvalues" in entry:
+        return "cluster"
+    if "names" in entry and "scores" in entry:
+        return "marker_features"
+    if "values" in entry and "cells" in entry:
+        return "cell_features"
+    return "embed" if "model" in entry else None  # den 0.1's embedding entries have no "fit"
 
-    ``tool`` is ``"embed"``, ``"cluster"`` or another tool's name; re-running a tool on its own key is fine.
+
+def check_key_added(adata: AnnData, key: str, tool: str) -> None:
+    """Refuse to write ``tool``'s result over the model of *another* den tool (embed, cluster) in ``adata.uns[key]``.
+
+    Re-running a tool on its own key is fine.
     """
-    entry = getattr(adata, "uns", {}).get(key)  # not an AnnData: the tool's own check names it
-    if not isinstance(entry, dict) or "model" not in entry:
-        return
-    owner = "cluster" if "eigenvalues" in entry else "embed" if "fit" in entry else None
-    if owner is not None and owner != tool:
+    owner = uns_owner(getattr(adata, "uns", {}).get(key))  # not an AnnData: the tool's own check names it
+    if owner in ("embed", "cluster") and owner != tool:
         msg = (
             f"adata.uns[{key!r}] holds the model of den.tl.{owner}, which den.tl.{tool} would overwrite "
             f"(tools that read it would then fail); pass another key_added."

@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING
 
 import matplotlib.pyplot as plt
 
+from den._utils import uns_owner
+
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
@@ -45,18 +47,13 @@ def finish(fig: Figure, ax: Axes, *, show: bool | None, return_fig: bool) -> Fig
     return ax
 
 
-#: a field each tool's ``uns`` entry has and the others' lack (an entry of another tool is refused by name)
-TOOL_FIELDS = {"embed": "fit", "cluster": "eigenvalues", "marker_features": "names", "cell_features": "values"}
-
-
 def uns_entry(adata, key: str, tool: str) -> dict:
     """``adata.uns[key]``, or an error naming the tool that writes it."""
     entry = adata.uns.get(key)
     if not isinstance(entry, dict):
         msg = f"adata.uns[{key!r}] not found. Run `den.tl.{tool}` first (or pass its `key`)."
         raise KeyError(msg)
-    field = TOOL_FIELDS.get(tool)
-    if field is not None and (field not in entry or (tool == "embed" and "eigenvalues" in entry)):
+    if tool != "differentiating_features" and uns_owner(entry) != tool:  # its entry holds comparisons by name
         msg = f"adata.uns[{key!r}] is not a result of den.tl.{tool}; pass the `key` of one."
         raise KeyError(msg)
     return entry
