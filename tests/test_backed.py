@@ -76,3 +76,26 @@ def test_a_view_of_a_backed_anndata_is_refused_before_work(pair):
     _, backed = pair
     with pytest.raises(ValueError, match=r"view of an AnnData opened with backed='r'.*to_memory"):
         den.tl.embed(backed[:100], **FAST)
+
+
+def test_copy_of_a_backed_anndata_is_refused_before_work(pair, monkeypatch):
+    """anndata copies a backed AnnData only to a file: den says so before training (it trained first)."""
+    import den.tl._embed as embed_module
+
+    memory, backed = pair
+    den.tl.embed(backed, **FAST)
+    den.tl.cluster(backed, progress_bar=False)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained before refusing copy=True")
+
+    monkeypatch.setattr(embed_module, "fit_embedding", no_training)
+    calls = [
+        lambda: den.tl.embed(backed, copy=True, **FAST),
+        lambda: den.tl.cluster(backed, copy=True, progress_bar=False),
+        lambda: den.tl.marker_features(backed, copy=True, n_background=10, max_cells_per_group=5),
+        lambda: den.tl.transform(backed, memory, copy=True),
+    ]
+    for call in calls:
+        with pytest.raises(ValueError, match=r"copy=True on an AnnData opened with backed='r'.*to_memory"):
+            call()

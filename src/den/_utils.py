@@ -59,6 +59,16 @@ def make_actual(adata: AnnData) -> None:
         adata._init_as_actual(adata.copy())
 
 
+def check_copy(adata: AnnData, copy: bool) -> None:
+    """Refuse ``copy=True`` on an AnnData opened backed before any work (anndata copies it only to a file)."""
+    if copy and getattr(adata, "isbacked", False):
+        msg = (
+            "copy=True on an AnnData opened with backed='r': anndata copies it only to a file. Pass copy=False "
+            "(den writes its results into adata), or load it with `adata.to_memory()`."
+        )
+        raise ValueError(msg)
+
+
 def uns_owner(entry) -> str | None:
     """Which den tool wrote an ``adata.uns`` entry (``"embed"``, ``"cluster"``, ...), from a field only it writes."""
     if not isinstance(entry, dict):

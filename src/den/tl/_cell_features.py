@@ -9,7 +9,7 @@ import numpy as np
 from scanpy import logging as logg
 
 from den._explain import explain
-from den._utils import check_key_added, check_random_state, make_actual
+from den._utils import check_copy, check_key_added, check_random_state, make_actual
 
 from ._groups import check_sizes, group_network, rows, stratified_background
 
@@ -61,6 +61,7 @@ def cell_features(
     logits), ``genes`` and ``params``.
     """
     start = logg.info("computing SHAP values of single cells")
+    check_copy(adata, copy)
     check_key_added(adata, key_added, "cell_features")
     cells = [cells] if isinstance(cells, str) else [str(c) for c in cells]
     if not cells:

@@ -9,7 +9,7 @@ import pandas as pd
 from scanpy import logging as logg
 
 from den._explain import explain
-from den._utils import check_key_added, check_random_state, make_actual
+from den._utils import check_copy, check_key_added, check_random_state, make_actual
 from den.tl._groups import check_sizes, group_network, log2_fold_change, log_means, rows, sample_cells
 
 if TYPE_CHECKING:
@@ -79,6 +79,7 @@ def differentiating_features(
     in ``adata.uns[key_added]``; or, with ``copy=True``, a copy of ``adata``.
     """
     start = logg.info(f"computing features differentiating {group1} from {group2}")
+    check_copy(adata, copy)
     check_key_added(adata, key_added, "differentiating_features")
     check_sizes(max_cells=max_cells, n_background=n_background)
     seed = check_random_state(random_state)

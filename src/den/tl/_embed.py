@@ -13,7 +13,7 @@ from den._data import Features, check_names, column_mean, get_matrix, warn_if_co
 from den._embedding import fit_embedding, pca_width, warn_if_collapsed
 from den._estimator import encode_labels
 from den._pca import reproduces
-from den._utils import check_key_added, check_random_state, get_device, make_actual
+from den._utils import check_copy, check_key_added, check_random_state, get_device, make_actual
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -122,6 +122,7 @@ def embed(
     (700, 2)
     """
     start = logg.info("computing DEN embedding")
+    check_copy(adata, copy)
     args = {k: v for k, v in locals().items() if k in EmbedConfig.names()}
     config = EmbedConfig(**args, encoder="mlp")
     key_obsm, key_uns = ("X_den", "den") if key_added is None else (key_added, key_added)

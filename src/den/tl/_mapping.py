@@ -14,7 +14,7 @@ from torch import nn
 from den._classifier import train_classifier
 from den._data import check_query_scale, get_matrix, trained_matrix
 from den._model import DENModel
-from den._utils import check_random_state, make_actual, predict, softmax
+from den._utils import check_copy, check_random_state, make_actual, predict, softmax
 
 from ._batches import query_batches, training_batches
 from ._cluster_results import cluster_columns, write_clusters
@@ -92,6 +92,7 @@ def transfer_labels(
         before and after scaling, ``n_evaluated`` and the ``method``).
     """
     start = logg.info(f"transferring {obs!r} from the reference")
+    check_copy(adata, copy)
     model = _model(reference, key)
     labels, categories = _reference_labels(reference, obs)
     seed = check_random_state(random_state)

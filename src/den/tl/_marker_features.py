@@ -9,7 +9,7 @@ import pandas as pd
 from scanpy import logging as logg
 
 from den._explain import explain
-from den._utils import check_key_added, check_random_state, make_actual, progress
+from den._utils import check_copy, check_key_added, check_random_state, make_actual, progress
 
 from ._groups import check_sizes, group_network, log2_fold_change, log_means, rows, sample_cells, stratified_background
 
@@ -103,6 +103,7 @@ def marker_features(
         each group's explainer and largest additivity error.
     """
     start = logg.info("computing SHAP marker features")
+    check_copy(adata, copy)
     check_key_added(adata, key_added, "marker_features")
     seed = check_random_state(random_state)
     check_sizes(n_background=n_background, max_cells_per_group=max_cells_per_group)

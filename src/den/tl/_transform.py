@@ -10,7 +10,7 @@ from scanpy import logging as logg
 
 from den._data import check_query_scale, get_matrix, trained_matrix
 from den._model import DENModel
-from den._utils import make_actual
+from den._utils import check_copy, make_actual
 
 from ._batches import query_batches
 from ._cluster_results import cluster_columns, write_clusters
@@ -73,6 +73,7 @@ def transform(
         Cluster labels, probabilities and confidence, when the reference has a clustering.
     """
     start = logg.info("placing cells on the DEN map")
+    check_copy(adata, copy)
     model = _resolve_reference(reference, key=key, cluster_key=cluster_key)
     X = get_matrix(adata, layer) if layer is not None else trained_matrix(adata, model.config.get("layer"))
     cols = model.gene_index(adata.var_names)  # raises before anything is written
