@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
+import pandas as pd
 from scanpy import logging as logg
 
 from den._explain import explain
@@ -75,9 +76,9 @@ def cell_features(
     if not adata.obs_names.is_unique:
         msg = "adata.obs_names are not unique; run `adata.obs_names_make_unique()` first."
         raise ValueError(msg)
-    if cluster_key in adata.obs and adata.obs.loc[cells, cluster_key].isna().any():
-        unassigned = list(adata.obs_names[adata.obs_names.isin(cells) & adata.obs[cluster_key].isna().to_numpy()])
-        msg = f"Cells {unassigned[:5]} have no group in adata.obs[{cluster_key!r}]; explain cells that have one."
+    no_group = adata.obs.loc[cells, cluster_key].isna() if cluster_key in adata.obs else pd.Series(dtype=bool)
+    if no_group.any():
+        msg = f"Cells {list(no_group.index[no_group])[:5]} have no group in adata.obs[{cluster_key!r}]; explain cells that have one."
         raise ValueError(msg)
     seed = check_random_state(random_state)
     gn = group_network(adata, cluster_key, key=key, random_state=seed)
