@@ -157,7 +157,7 @@ def noise_scale(source, near, generator: torch.Generator, n_sample: int = 2048) 
     typical near partner lies away, so ``input_noise`` is relative to the data's own
     neighbour spacing whatever its units.
     """
-    pick = torch.randperm(len(near[0]), generator=generator)[:n_sample].numpy()
+    pick = torch.randperm(len(near[0]), generator=generator, device=generator.device)[:n_sample].cpu().numpy()
     a = source.gather(torch.as_tensor(near[0][pick])).cpu()
     b = source.gather(torch.as_tensor(near[1][pick])).cpu()
     a, b = a.reshape(len(a), -1), b.reshape(len(b), -1)
@@ -224,7 +224,7 @@ def fit_embedding(
     if not np.ptp(rep, axis=0).any():
         msg = "Every cell has the same features (a constant matrix): there is nothing to embed. Check the input."
         raise ValueError(msg)
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator(device=device).manual_seed(seed)  # batches are drawn on the training device
     sampler, near = pair_sampler(rep, config, k, seed=seed, generator=generator, labels=labels, batches=batches)
     head = None
     if labels is not None and config.label_head:

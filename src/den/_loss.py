@@ -231,6 +231,20 @@ def _power(q: torch.Tensor, half: float) -> torch.Tensor:
     return q.pow(half)
 
 
+def add_rows(target: torch.Tensor, index: torch.Tensor, rows: torch.Tensor) -> None:
+    """``target[index[i]] += rows[i]`` in place, summing repeated indices in a fixed order.
+
+    On CPU this is ``index_add_``. CUDA's ``index_add_`` sums repeated indices with atomic
+    additions in a varying order, so two runs with one seed would drift apart; there a
+    one-hot matrix product does the same sum in a fixed order.
+    """
+    if target.is_cuda:
+        one_hot = torch.nn.functional.one_hot(index, target.shape[0]).to(target.dtype)
+        target.addmm_(one_hot.T, rows)
+    else:
+        target.index_add_(0, index, rows)
+
+
 class _BatchContrastive(torch.autograd.Function):
     @staticmethod
     def forward(ctx, out: torch.Tensor, far: torch.Tensor, dof: float, min_dist: float) -> torch.Tensor:
@@ -262,7 +276,7 @@ class _BatchContrastive(torch.autograd.Function):
         g_pair = g_near[:b] + g_near[b:]  # each near pair's distance serves both of its rows
         g_out = torch.addmm(coef.sum(1)[:, None] * out, coef, neg, alpha=-1)
         g_neg = torch.addmm(coef.sum(0)[:, None] * neg, coef.T, out, alpha=-1)
-        g_out.index_add_(0, far, g_neg)
+        add_rows(g_out, far, g_neg)
         pull = 2 * g_pair[:, None] * diff_near[:b]
         g_out[:b] += pull
         g_out[b:] -= pull

@@ -20,7 +20,7 @@ from torch import nn
 
 from ._data import CHUNK_ROWS, check_finite, dense_rows
 from ._loss import kernel_dof
-from ._utils import get_device, predict, softmax
+from ._utils import get_device, on_device, predict, softmax
 from .nn import ClusterHead, build_encoder
 
 if TYPE_CHECKING:
@@ -268,8 +268,8 @@ class DENModel:
         if check:
             X = self.checked(X, var_names)
         dev = get_device(device)
-        self.encoder.to(dev)
-        return predict(self.encoder.body, self.front_blocks(X, var_names, batches=batches), device=dev)
+        with on_device(dev, self.encoder):
+            return predict(self.encoder.body, self.front_blocks(X, var_names, batches=batches), device=dev)
 
     def hidden(
         self, X, var_names: pd.Index | None = None, *, device: str = "auto", check: bool = True, batches=None
@@ -278,8 +278,8 @@ class DENModel:
         if check:
             X = self.checked(X, var_names)
         dev = get_device(device)
-        self.encoder.to(dev)
-        return predict(self.encoder.hidden_body(), self.front_blocks(X, var_names, batches=batches), device=dev)
+        with on_device(dev, self.encoder):
+            return predict(self.encoder.hidden_body(), self.front_blocks(X, var_names, batches=batches), device=dev)
 
     def cluster_body(self) -> nn.Module:
         """The clustering network without its frozen front: front outputs -> cluster logits."""
@@ -296,8 +296,8 @@ class DENModel:
         if check:
             X = self.checked(X, var_names)
         dev = get_device(device)
-        self.cluster_net.to(dev)
-        logits = predict(self.cluster_body(), self.front_blocks(X, var_names, batches=batches), device=dev)
+        with on_device(dev, self.cluster_net):
+            logits = predict(self.cluster_body(), self.front_blocks(X, var_names, batches=batches), device=dev)
         return softmax(logits, self.cluster_config.get("calibration", {}).get("temperature", 1.0))
 
     def predict_label_proba(
@@ -310,10 +310,9 @@ class DENModel:
         if check:
             X = self.checked(X, var_names)
         dev = get_device(device)
-        self.encoder.to(dev)
-        self.label_head.to(dev)
         net = nn.Sequential(self.encoder.body, self.label_head)
-        return softmax(predict(net, self.front_blocks(X, var_names, batches=batches), device=dev))
+        with on_device(dev, net):
+            return softmax(predict(net, self.front_blocks(X, var_names, batches=batches), device=dev))
 
     # clustering network ---------------------------------------------------------
     def make_cluster_net(self, n_clusters: int, head_input: str = "hidden") -> nn.Sequential:

@@ -130,7 +130,7 @@ class PairSampler(PicklableGenerators):
         drawn among 3 x ``n_far`` uniform candidates with probability proportional to their
         distance in ``rep`` (METHOD §1, the paper's rule).
     generator
-        Seeded torch generator; every draw comes from it.
+        Seeded torch generator; every draw comes from it, on its device (the pairs are kept there).
     rep
         Representation for ``far_rule="distance"`` (a tensor on the training device).
     extra
@@ -154,9 +154,12 @@ class PairSampler(PicklableGenerators):
         extra=None,
         weights: np.ndarray | None = None,
     ):
-        self.near_i = torch.as_tensor(np.asarray(near[0], dtype=np.int64))
-        self.near_j = torch.as_tensor(np.asarray(near[1], dtype=np.int64))
-        self.weights = None if weights is None else torch.as_tensor(weights / weights.max(), dtype=torch.float32)
+        device = generator.device  # pairs live, and are drawn, where the generator is: no host copy per step
+        self.near_i = torch.as_tensor(np.asarray(near[0], dtype=np.int64), device=device)
+        self.near_j = torch.as_tensor(np.asarray(near[1], dtype=np.int64), device=device)
+        self.weights = (
+            None if weights is None else torch.as_tensor(weights / weights.max(), dtype=torch.float32, device=device)
+        )
         self.batch_size, self.n_far, self.far_rule = batch_size, n_far, far_rule
         self.generator, self.rep, self.extra = generator, rep, extra
         self.draw_generator = generator
@@ -179,17 +182,19 @@ class PairSampler(PicklableGenerators):
     def _epoch_pairs(self) -> tuple[torch.Tensor, torch.Tensor]:
         ni, nj = self.near_i, self.near_j
         if self.weights is not None:  # each pair takes part with probability proportional to its weight
-            keep = torch.rand(len(ni), generator=self.generator) < self.weights
+            keep = torch.rand(len(ni), generator=self.generator, device=ni.device) < self.weights
             ni, nj = ni[keep], nj[keep]
         if self.extra is None:
             return ni, nj
         ei, ej = self.extra()
-        return torch.cat([ni, torch.as_tensor(ei)]), torch.cat([nj, torch.as_tensor(ej)])
+        return torch.cat([ni, torch.as_tensor(ei, device=ni.device)]), torch.cat(
+            [nj, torch.as_tensor(ej, device=nj.device)]
+        )
 
     def epoch(self, rank: int = 0, world_size: int = 1) -> Iterator[PairBatch]:
         """One pass over all near pairs in random order (with several ranks: rank ``rank``'s share of every step)."""
         pi, pj = self._epoch_pairs()
-        perm = torch.randperm(len(pi), generator=self.generator)
+        perm = torch.randperm(len(pi), generator=self.generator, device=pi.device)
         pi, pj = pi[perm], pj[perm]
         step = self.batch_size * world_size
         for start in range(0, len(pi), step):
@@ -203,10 +208,10 @@ class PairSampler(PicklableGenerators):
     def _far(self, rows: torch.Tensor) -> torch.Tensor:
         n_rows, gen = len(rows), self.draw_generator
         if self.far_rule == "shared":
-            return torch.randint(0, n_rows, (self.n_far,), generator=gen)
+            return torch.randint(0, n_rows, (self.n_far,), generator=gen, device=gen.device)
         b = n_rows // 2
-        cand = torch.randint(0, n_rows, (b, 3 * self.n_far), generator=gen)
-        rep = self.rep[rows.to(self.rep.device)].cpu()
+        cand = torch.randint(0, n_rows, (b, 3 * self.n_far), generator=gen, device=gen.device)
+        rep = self.rep[rows.to(self.rep.device)].to(gen.device)
         dist = torch.linalg.vector_norm(rep[cand] - rep[:b, None, :], dim=2) + 1e-12
         pick = torch.multinomial(dist, self.n_far, replacement=True, generator=gen)
         return torch.gather(cand, 1, pick)

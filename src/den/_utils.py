@@ -103,6 +103,17 @@ def progress(iterable, *, total: int | None = None, desc: str, enabled: bool):
     return tqdm(iterable, total=total, desc=desc, disable=not enabled, leave=False)
 
 
+@contextlib.contextmanager
+def on_device(device: torch.device, module: torch.nn.Module) -> Iterator[None]:
+    """Run ``module`` on ``device``, then move it back: a trained model stays where it was kept (the CPU)."""
+    home = next(module.parameters()).device
+    module.to(device)
+    try:
+        yield
+    finally:
+        module.to(home)
+
+
 @torch.inference_mode()
 def predict(net: torch.nn.Module, blocks, *, device: torch.device, batch_size: int = 8192) -> np.ndarray:
     """Apply ``net`` in eval mode to a tensor or an iterable of numpy row blocks, ``batch_size`` rows at a time."""

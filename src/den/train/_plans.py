@@ -95,7 +95,8 @@ class EmbeddingPlan(PicklableGenerators):
     def _inputs(self, rows: torch.Tensor) -> torch.Tensor:
         x = self.source.gather(rows)
         if self.noise > 0:
-            eps = torch.randn(x.shape, generator=self.generator, dtype=x.dtype).to(x.device)
+            gen = self.generator
+            eps = torch.randn(x.shape, generator=gen, dtype=x.dtype, device=gen.device).to(x.device)
             x = x.add_(eps, alpha=self.noise)  # gather returned a copy
         return x
 

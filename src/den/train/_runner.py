@@ -36,6 +36,20 @@ def training_threads(device: torch.device) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+@contextlib.contextmanager
+def deterministic_cudnn(device: torch.device) -> Iterator[None]:
+    """On a CUDA device, train with cuDNN's deterministic convolutions (a seed repeats a run), then restore."""
+    if device.type != "cuda":
+        yield
+        return
+    before = torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = before
+
+
 def adam(params, learning_rate: float, device: torch.device) -> torch.optim.Adam:
     """Adam in one fused kernel per step where torch has one (CPU, CUDA), else over parameter lists.
 
@@ -101,22 +115,27 @@ class Runner:
         step = 0
         bar = progress(range(self.n_epochs), desc=self.desc, enabled=self.progress_bar and rank == 0)
         self.seconds = []
-        with training_threads(self.device):
+        with training_threads(self.device), deterministic_cudnn(self.device):
             for epoch in bar:
-                running, n_batches, start = 0.0, 0, time.perf_counter()
+                # the loss stays on the device until the epoch ends: no host sync per step
+                running, n_batches, start = (
+                    torch.zeros((), dtype=torch.float64, device=self.device),
+                    0,
+                    time.perf_counter(),
+                )
                 for batch in plan.batches(rank, world) if world > 1 else plan.batches():
                     for group in optimizer.param_groups:
                         group["lr"] = self.learning_rate * 0.5 * (1 + math.cos(math.pi * min(step / total, 1.0)))
                     optimizer.zero_grad(set_to_none=True)
                     with sync(step):
                         loss = plan.loss(batch)
-                        self._check(loss, step)
                         loss.backward()
                     optimizer.step()
-                    running += float(loss.detach())
+                    running += loss.detach()
                     n_batches += 1
                     step += 1
-                history.append(mean_over_ranks(running, n_batches) if world > 1 else running / max(n_batches, 1))
+                summed = self._check(running, epoch)
+                history.append(mean_over_ranks(summed, n_batches) if world > 1 else summed / max(n_batches, 1))
                 self.seconds.append(time.perf_counter() - start)
                 if self.progress_bar and rank == 0:
                     bar.set_postfix(loss=f"{history[-1]:.4f}", refresh=False)  # shown at tqdm's own pace
@@ -128,10 +147,13 @@ class Runner:
             m.eval()
         return history
 
-    def _check(self, loss: torch.Tensor, step: int) -> None:
-        if not torch.isfinite(loss):
+    def _check(self, running: torch.Tensor, epoch: int) -> float:
+        """The epoch's summed loss as a float; an error if any step's loss was not finite (NaN or inf)."""
+        total = float(running)
+        if not math.isfinite(total):
             msg = (
-                f"The {self.desc} loss became non-finite at step {step}. Check the input for extreme "
+                f"The {self.desc} loss became non-finite in epoch {epoch + 1}. Check the input for extreme "
                 "values (log-normalise counts) or lower `learning_rate`."
             )
             raise FloatingPointError(msg)
+        return total

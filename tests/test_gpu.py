@@ -1,0 +1,120 @@
+"""den on a CUDA GPU: training, reproducibility, and models that move between GPU and CPU.
+
+Skipped without CUDA (CI has none); run on a GPU machine with ``pytest tests/test_gpu.py``.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_digits
+from sklearn.metrics import adjusted_rand_score
+from sklearn.model_selection import cross_val_score
+from sklearn.neighbors import KNeighborsClassifier
+
+import den
+from den._loss import add_rows
+from den._pairs import PairSampler
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def _knn_accuracy(emb: np.ndarray, labels) -> float:
+    return float(cross_val_score(KNeighborsClassifier(15), emb, labels, cv=5).mean())
+
+
+@pytest.fixture(scope="module")
+def digits():
+    X, y = load_digits(return_X_y=True)
+    return X / 16, y
+
+
+@pytest.fixture(scope="module")
+def fitted(digits):
+    return den.DEN(device="cuda", random_state=0).fit(digits[0])
+
+
+def test_add_rows_sums_repeated_indices_in_a_fixed_order():
+    g = torch.Generator().manual_seed(0)
+    index = torch.randint(0, 50, (4000,), generator=g)  # every row repeated about 80 times
+    rows = torch.randn(4000, 2, generator=g)
+    want = torch.zeros(50, 2, dtype=torch.float64).index_add_(0, index, rows.double())
+    runs = []
+    for _ in range(5):
+        target = torch.zeros(50, 2, device="cuda")
+        add_rows(target, index.cuda(), rows.cuda())
+        runs.append(target.cpu())
+    assert all(torch.equal(runs[0], r) for r in runs[1:])
+    torch.testing.assert_close(runs[0].double(), want, atol=1e-4, rtol=1e-5)
+
+
+@pytest.mark.parametrize("far_rule", ["shared", "distance"])
+def test_pairs_are_drawn_on_the_device(far_rule):
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    near = (np.arange(100), (np.arange(100) + 1) % 100)
+    rep = torch.randn(100, 5, device="cuda")
+    sampler = PairSampler(near, batch_size=16, n_far=8, far_rule=far_rule, generator=gen, rep=rep)
+    batches = list(sampler.epoch())
+    assert len(batches) == 7
+    assert all(b.rows.is_cuda and b.far.is_cuda for b in batches)
+    assert sorted(torch.cat([b.rows[: len(b.rows) // 2] for b in batches]).tolist()) == list(range(100))
+
+
+def test_den_trains_on_cuda(fitted, digits):
+    X, y = digits
+    assert fitted.model_.config["encoder"] == "mlp"
+    assert _knn_accuracy(fitted.embedding_, y) >= 0.95  # 0.98 on CPU
+    assert adjusted_rand_score(y, fitted.labels_) >= 0.7
+    assert all(p.device.type == "cpu" for p in fitted.model_.encoder.parameters())  # the trained model is kept on CPU
+
+
+def test_cuda_and_cpu_place_cells_alike(fitted, digits):
+    X = digits[0]
+    on_gpu = fitted.transform(X)
+    on_cpu = copy.copy(fitted).set_params(device="cpu")  # the same trained model
+    np.testing.assert_allclose(on_cpu.transform(X), on_gpu, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(on_gpu, fitted.embedding_, rtol=1e-4, atol=1e-3)
+    np.testing.assert_array_equal(on_cpu.predict(X), fitted.predict(X))
+
+
+def test_saved_on_gpu_loads_anywhere(fitted, digits, tmp_path):
+    fitted.save(tmp_path / "model")
+    back = den.DEN.load(tmp_path / "model")
+    back.set_params(device="cpu")
+    np.testing.assert_allclose(back.transform(digits[0]), fitted.transform(digits[0]), rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("encoder", ["mlp", "conv"])
+def test_a_seed_repeats_a_cuda_run(digits, encoder):
+    X = digits[0].reshape(-1, 8, 8) if encoder == "conv" else digits[0]
+    runs = [
+        den.DEN(device="cuda", encoder=encoder, n_epochs=15, cluster=False, random_state=3).fit_transform(X)
+        for _ in range(2)
+    ]
+    np.testing.assert_array_equal(runs[0], runs[1])
+
+
+def test_semi_supervised_on_cuda(digits):
+    X, y = digits
+    partial = np.where(np.random.default_rng(0).random(len(y)) < 0.1, y, -1)
+    est = den.DEN(device="cuda", n_epochs=30, cluster=False, random_state=0).fit(X, partial)
+    unlabelled = partial < 0
+    assert (est.predict_labels(X[unlabelled]) == y[unlabelled]).mean() >= 0.85
+
+
+def test_anndata_tools_on_cuda(pbmc):
+    den.tl.embed(pbmc, device="cuda", random_state=0, progress_bar=False)
+    assert pbmc.uns["den"]["fit"]["device"].startswith("cuda")
+    assert _knn_accuracy(pbmc.obsm["X_den"], pbmc.obs["bulk_labels"]) >= 0.75  # 0.82 on CPU
+    den.tl.cluster(pbmc, device="cuda", progress_bar=False)
+    assert adjusted_rand_score(pbmc.obs["bulk_labels"], pbmc.obs["den_clusters"]) >= 0.3
+    query = pbmc[:100].copy()
+    del query.obsm["X_den"]
+    den.tl.transform(query, pbmc, device="cuda")
+    np.testing.assert_allclose(query.obsm["X_den"], pbmc.obsm["X_den"][:100], rtol=1e-4, atol=1e-3)
+    assert (query.obs["den_clusters"] == pbmc.obs["den_clusters"][:100]).mean() >= 0.99
+    den.tl.marker_features(pbmc, progress_bar=False)
+    assert len(pbmc.uns["den_marker_features"]["names"]) > 0
