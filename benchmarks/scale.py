@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -29,26 +30,36 @@ import den
 TYPES = 15
 
 
-def write_cells(path: Path, n_cells: int, n_genes: int, seed: int = 0) -> None:
-    """Write synthetic log-normalised cells to a CSR ``.h5ad``, one 8,192-cell block at a time."""
+#: rows generated and written at a time
+BLOCK = 8192
+_CELLS: dict = {}  # what write_cells' worker processes read (inherited by fork)
+
+
+def write_cells(path: Path, n_cells: int, n_genes: int, seed: int = 0, workers: int = 1) -> None:
+    """Write synthetic log-normalised cells to a CSR ``.h5ad``, one 8,192-cell block at a time.
+
+    Each block's counts are drawn from its own generator, seeded by ``(seed, block)``, so the file
+    is the same whatever the number of ``workers`` (processes generating blocks while this one writes).
+    """
     import anndata as ad
     import h5py
     import pandas as pd
     from anndata.io import write_elem
 
     from den.datasets._batches import _profiles
-    from den.datasets._counts import sample_counts
 
     rng = np.random.default_rng(seed)
     weights = rng.uniform(1, 3, TYPES)
     kind = rng.choice(TYPES, size=n_cells, p=weights / weights.sum())
     profile, _ = _profiles(TYPES, n_genes, 10, 4.0, rng)
     lib = 5000.0 * rng.lognormal(0, 0.3, size=n_cells)
+    _CELLS.update(kind=kind, profile=profile, lib=lib, seed=seed)
     names = np.asarray([f"g{i}" for i in range(TYPES)])
     obs = pd.DataFrame({"group": pd.Categorical(names[kind])}, index=[f"cell{i}" for i in range(n_cells)])
     var = pd.DataFrame(index=[f"gene{i}" for i in range(n_genes)])
     ad.AnnData(obs=obs, var=var).write_h5ad(path)  # obs, var, empty X: X is written below
-    with h5py.File(path, "a") as f:
+    starts = range(0, n_cells, BLOCK)
+    with h5py.File(path, "a") as f, _block_maker(workers) as make:
         if "X" in f:
             del f["X"]
         g = f.create_group("X")
@@ -56,9 +67,7 @@ def write_cells(path: Path, n_cells: int, n_genes: int, seed: int = 0) -> None:
         data = g.create_dataset("data", (0,), dtype=np.float32, maxshape=(None,), chunks=(1 << 20,))
         indices = g.create_dataset("indices", (0,), dtype=np.int32, maxshape=(None,), chunks=(1 << 20,))
         indptr = [0]
-        for start in range(0, n_cells, 8192):
-            sl = slice(start, min(start + 8192, n_cells))
-            _, block = sample_counts(profile[kind[sl]] * lib[sl, None], 0.3, rng)
+        for block in make(_block, starts):
             nnz = len(data)
             data.resize((nnz + block.nnz,))
             indices.resize((nnz + block.nnz,))
@@ -66,6 +75,29 @@ def write_cells(path: Path, n_cells: int, n_genes: int, seed: int = 0) -> None:
             indices[nnz:] = block.indices
             indptr.extend((block.indptr[1:] + indptr[-1]).tolist())
         write_elem(g, "indptr", np.asarray(indptr, dtype=np.int64))
+    _CELLS.clear()
+
+
+def _block(start: int):
+    """The cells of the block starting at row ``start`` (CSR), from the block's own generator."""
+    from den.datasets._counts import sample_counts
+
+    c = _CELLS
+    sl = slice(start, min(start + BLOCK, len(c["kind"])))
+    rng = np.random.default_rng([c["seed"], start // BLOCK])
+    return sample_counts(c["profile"][c["kind"][sl]] * c["lib"][sl, None], 0.3, rng)[1]
+
+
+@contextmanager
+def _block_maker(workers: int):
+    """``map`` in order: in this process, or over ``workers`` forked processes."""
+    if workers <= 1:
+        yield map
+        return
+    import multiprocessing
+
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        yield lambda fn, items: pool.imap(fn, items)
 
 
 def child(path: str) -> None:
