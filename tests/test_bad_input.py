@@ -334,6 +334,13 @@ MARKER_CASES = [
         id="numeric groupby",
     ),
     pytest.param(
+        lambda a: a.obs.insert(0, "n_counts", np.arange(a.n_obs)) or a,
+        {"groupby": "n_counts"},
+        ValueError,
+        r"holds 400 distinct integers.*astype\('category'\)",
+        id="integer measurement as groupby",
+    ),
+    pytest.param(
         lambda a: a.obs.insert(0, "one", "x") or a, {"groupby": "one"}, ValueError, "at least two", id="single group"
     ),
     pytest.param(lambda a: a, {"n_background": 0}, ValueError, "n_background", id="n_background 0"),

@@ -103,6 +103,12 @@ def test_other_groupby(trained):
     assert "model" in entry  # the head trained for this grouping
 
 
+def test_integer_group_ids(trained):
+    trained.obs["kind"] = trained.obs["group"].cat.codes.astype(np.int64) + 1  # another tool's integer labels
+    den.tl.marker_features(trained, groupby="kind", key_added="by_kind", **FAST)
+    assert set(trained.uns["by_kind"]["names"].dtype.names) == {"1", "2", "3"}
+
+
 def test_renamed_clusters(trained):
     """Clusters renamed after den.tl.cluster (annotation) get markers under their new names, not dropped."""
     names = {c: f"type {c}" for c in trained.obs["den_clusters"].cat.categories[:2]}

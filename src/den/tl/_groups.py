@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 
 #: groups with fewer cells get a warning
 MIN_GROUP_CELLS = 5
+#: an integer obs column with more distinct values than this is taken for a measurement, not groups
+MAX_INTEGER_GROUPS = 100
 
 
 @dataclass
@@ -69,6 +71,13 @@ def group_network(
     if not isinstance(col.dtype, pd.CategoricalDtype):
         if col.dtype.kind == "f":
             msg = f"adata.obs[{groupby!r}] is numeric; marker features need a categorical grouping."
+            raise ValueError(msg)
+        if col.dtype.kind in "iu" and col.nunique() > MAX_INTEGER_GROUPS:
+            msg = (
+                f"adata.obs[{groupby!r}] holds {col.nunique()} distinct integers: a measurement (such as counts), "
+                "not groups. Marker features need a categorical grouping; if these are groups, pass "
+                f"`adata.obs[{groupby!r}] = adata.obs[{groupby!r}].astype('category')` first."
+            )
             raise ValueError(msg)
         col = col.astype(str).astype("category")
     labels = pd.Categorical(col).remove_unused_categories()  # subsetting leaves empty categories behind
