@@ -13,9 +13,9 @@ from den._config import ClusterConfig, EmbedConfig
         pytest.param({"n_neighbors": "10"}, TypeError, r"n_neighbors='10'", id="string int"),
         pytest.param({"n_neighbors": True}, TypeError, r"n_neighbors=True", id="bool int"),
         pytest.param({"n_neighbors": 0}, ValueError, r"integer >= 1", id="zero"),
-        pytest.param({"batch_size": 1}, ValueError, r"batch_size=1: it must be None or an integer >= 2", id="batch 1"),
+        pytest.param({"batch_size": 1}, ValueError, r"batch_size=1: it must be an integer >= 2", id="batch 1"),
         pytest.param(
-            {"learning_rate": 1e4}, ValueError, r"learning_rate=10000\.0: it must be None or a number in \(0, 1\]", id="huge lr"
+            {"learning_rate": 1e4}, ValueError, r"learning_rate=10000\.0: it must be a number in \(0, 1\]", id="huge lr"
         ),
         pytest.param({"learning_rate": 0}, ValueError, r"learning_rate=0", id="zero lr"),
         pytest.param({"input_noise": np.inf}, ValueError, r"input_noise=inf", id="inf"),

@@ -107,8 +107,7 @@ def test_semi_supervised_on_cuda(digits):
 
 def test_anndata_tools_on_cuda(pbmc):
     den.tl.embed(pbmc, device="cuda", random_state=0, progress_bar=False)
-    fit = pbmc.uns["den"]["fit"]
-    assert fit["device"].startswith("cuda") and fit["batch_size"] == 4096  # a GPU's default batch
+    assert pbmc.uns["den"]["fit"]["device"].startswith("cuda")
     assert _knn_accuracy(pbmc.obsm["X_den"], pbmc.obs["bulk_labels"]) >= 0.75  # 0.82 on CPU
     den.tl.cluster(pbmc, device="cuda", progress_bar=False)
     assert adjusted_rand_score(pbmc.obs["bulk_labels"], pbmc.obs["den_clusters"]) >= 0.3

@@ -36,11 +36,6 @@ MIN_STEPS = 300
 IN_MEMORY_MAX_VALUES = 50_000_000
 #: same-label partners per labelled cell per epoch in semi-supervised training
 LABEL_PAIRS_PER_CELL = 5
-#: near pairs per step for ``batch_size=None``: on a CPU, and on a GPU, where a step costs about the same
-#: whatever its size (measured on an H200, docs: benchmarks, "GPU")
-CPU_BATCH, GPU_BATCH = 512, 4096
-#: learning rate at :data:`CPU_BATCH` pairs a step; ``learning_rate=None`` scales it with sqrt(batch size)
-BASE_LEARNING_RATE = 2e-2
 
 
 @dataclass
@@ -57,24 +52,7 @@ class EmbeddingFit:
     notes: list[str] = field(default_factory=list)
     pca_given: bool = False  #: the PCA layer holds ``given_pca`` (not den's own PCA)
     epoch_seconds: list[float] = field(default_factory=list)  #: wall time of each epoch (rank 0's)
-    learning_rate: float = 0.0  #: the initial rate as used (``devices`` x the configured or resolved one)
-    batch_size: int = 0  #: near pairs per step and rank, as used
-
-
-def training_batch(batch_size: int | None, device: torch.device) -> int:
-    """``batch_size``, or for ``None`` :data:`GPU_BATCH` on a CUDA device and :data:`CPU_BATCH` elsewhere."""
-    if batch_size is not None:
-        return batch_size
-    return GPU_BATCH if device.type == "cuda" else CPU_BATCH
-
-
-def training_rate(learning_rate: float | None, batch_size: int) -> float:
-    """``learning_rate``, or for ``None`` :data:`BASE_LEARNING_RATE` x sqrt(batch_size / 512) (the square-root rule).
-
-    Chosen on the panel: at 4,096 pairs a step the square-root rate kept the maps' kNN accuracy (seed 0, mean
-    over seven data sets), the linear rate lost 0.016 (docs: benchmarks, "GPU").
-    """
-    return learning_rate if learning_rate is not None else BASE_LEARNING_RATE * math.sqrt(batch_size / CPU_BATCH)
+    learning_rate: float = 0.0  #: the initial rate as used (``devices`` x the configured one)
 
 
 def default_epochs(n_cells: int, n_pairs: int, batch_size: int) -> int:
@@ -247,19 +225,17 @@ def fit_embedding(
         msg = "Every cell has the same features (a constant matrix): there is nothing to embed. Check the input."
         raise ValueError(msg)
     generator = torch.Generator(device=device).manual_seed(seed)  # batches are drawn on the training device
-    batch = training_batch(config.batch_size, train_device)
-    sampler, near = pair_sampler(rep, config, k, batch, seed=seed, generator=generator, labels=labels, batches=batches)
+    sampler, near = pair_sampler(rep, config, k, seed=seed, generator=generator, labels=labels, batches=batches)
     head = None
     if labels is not None and config.label_head:
         with torch_seed(seed + 1):
             head = ClusterHead(config.n_components, len(label_categories)).to(device)
     plan = embedding_plan(model, config, source, sampler, near, generator, device=device, head=head, labels=labels)
     world = config.devices if config.devices > 1 else rank_world()[1]  # torchrun: the group's ranks
-    n_epochs = config.n_epochs or default_epochs(n, sampler.n_pairs, batch * world)
+    n_epochs = config.n_epochs or default_epochs(n, sampler.n_pairs, config.batch_size * world)
     runner = Runner(
         n_epochs=n_epochs,
-        # 1 / world of the steps: the linear rule (docs: several devices)
-        learning_rate=training_rate(config.learning_rate, batch) * world,
+        learning_rate=config.learning_rate * world,  # 1 / world of the steps: the linear rule (docs: several devices)
         device=train_device,
         progress_bar=progress_bar,
         desc="DEN embedding",
@@ -269,7 +245,7 @@ def fit_embedding(
     if head is not None:
         model.attach_labels({"categories": list(label_categories)}, head.cpu())
     fit = EmbeddingFit(model, history, rep, len(near[0]), n_epochs, k, seed, epoch_seconds=runner.seconds)
-    fit.pca_given, fit.learning_rate, fit.batch_size = given_pca is not None, runner.learning_rate, batch
+    fit.pca_given, fit.learning_rate = given_pca is not None, runner.learning_rate
     return fit
 
 
@@ -285,9 +261,7 @@ def build_model(features: Features, config: EmbedConfig, *, seed, layer, n_pcs, 
     return model
 
 
-def pair_sampler(
-    rep, config: EmbedConfig, k: int, batch_size: int, *, seed, generator, labels, batches
-) -> tuple[PairSampler, tuple]:
+def pair_sampler(rep, config: EmbedConfig, k: int, *, seed, generator, labels, batches) -> tuple[PairSampler, tuple]:
     """The near pairs of ``rep``'s kNN graph (batch-balanced with ``batches``) and their sampler.
 
     With ``labels``, near pairs across two known labels are dropped and same-label pairs join them.
@@ -305,7 +279,7 @@ def pair_sampler(
     weights = fuzzy_weights(knn_idx, knn_dist, near, n_blocks=n_blocks) if config.loss == "contrastive" else None
     sampler = PairSampler(
         near,
-        batch_size=batch_size,
+        batch_size=config.batch_size,
         n_far=config.n_far,
         far_rule="shared" if config.loss == "contrastive" else "distance",
         generator=generator,

@@ -62,11 +62,9 @@ class DEN(ClusterMixin, TransformerMixin, BaseEstimator):
         Passes over all near pairs. ``None``: 250 pair visits per sample (at most 60 million in
         all, at least 300 steps).
     batch_size
-        Near pairs per optimisation step. ``None``: 512 on a CPU, 4,096 on a GPU (where a step costs
-        about the same whatever its size).
+        Near pairs per optimisation step.
     learning_rate
-        Initial Adam learning rate; it decays to 0 on a cosine schedule. ``None``: 0.02 at 512 pairs a
-        step, scaled with the square root of ``batch_size``.
+        Initial Adam learning rate; it decays to 0 on a cosine schedule.
     min_dist
         Map distance below which near pairs are no longer pulled together.
     input_noise
@@ -148,8 +146,8 @@ class DEN(ClusterMixin, TransformerMixin, BaseEstimator):
         dof: float | None = None,
         n_far: int = 128,
         n_epochs: int | None = None,
-        batch_size: int | None = None,
-        learning_rate: float | None = None,
+        batch_size: int = 512,
+        learning_rate: float = 2e-2,
         min_dist: float = 0.0,
         input_noise: float = 0.15,
         ignore: float = 1.0,

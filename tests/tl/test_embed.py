@@ -50,21 +50,6 @@ def test_params_recorded(small):
     assert p["device"] == "auto" and fit["device"] == str(get_device("auto"))  # resolved, e.g. "cpu"
 
 
-@pytest.mark.parametrize(
-    ("kwargs", "batch", "rate"),
-    [
-        pytest.param({}, 512, 0.02, id="defaults on a CPU"),
-        pytest.param({"batch_size": 2048}, 2048, 0.04, id="rate follows sqrt(batch)"),
-        pytest.param({"batch_size": 2048, "learning_rate": 0.01}, 2048, 0.01, id="a given rate stays"),
-    ],
-)
-def test_batch_and_rate_resolved(small, kwargs, batch, rate):
-    den.tl.embed(small, device="cpu", **kwargs, **FAST)
-    params, fit = small.uns["den"]["params"], small.uns["den"]["fit"]
-    assert params["batch_size"] == kwargs.get("batch_size") and params["learning_rate"] == kwargs.get("learning_rate")
-    assert fit["batch_size"] == batch and fit["learning_rate"] == pytest.approx(rate)
-
-
 def test_params_survive_h5ad(small, tmp_path):
     den.tl.embed(small, **FAST)
     small.write_h5ad(tmp_path / "a.h5ad")

@@ -35,8 +35,8 @@ def embed(
     dof: float | None = None,
     n_far: int = 128,
     n_epochs: int | None = None,
-    batch_size: int | None = None,
-    learning_rate: float | None = None,
+    batch_size: int = 512,
+    learning_rate: float = 2e-2,
     min_dist: float = 0.0,
     input_noise: float = 0.15,
     ignore: float = 1.0,
@@ -173,7 +173,6 @@ def _uns_entry(fit, config: EmbedConfig, inputs: dict) -> dict:
     resolved = {
         "n_epochs": fit.n_epochs,
         "learning_rate": fit.learning_rate,
-        "batch_size": fit.batch_size,
         "n_neighbors": fit.n_neighbors,
         "n_near_pairs": fit.n_near_pairs,
         "random_state": fit.seed,
