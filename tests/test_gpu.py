@@ -68,7 +68,8 @@ def test_den_trains_on_cuda(fitted, digits):
     assert fitted.model_.config["encoder"] == "mlp"
     assert _knn_accuracy(fitted.embedding_, y) >= 0.95  # 0.98 on CPU
     assert adjusted_rand_score(y, fitted.labels_) >= 0.7
-    assert all(p.device.type == "cpu" for p in fitted.model_.encoder.parameters())  # the trained model is kept on CPU
+    modules = [fitted.model_.encoder, fitted.model_.cluster_net]
+    assert all(p.device.type == "cpu" for m in modules for p in m.parameters())  # the trained model is kept on CPU
 
 
 def test_cuda_and_cpu_place_cells_alike(fitted, digits):
@@ -87,14 +88,27 @@ def test_saved_on_gpu_loads_anywhere(fitted, digits, tmp_path):
     np.testing.assert_allclose(back.transform(digits[0]), fitted.transform(digits[0]), rtol=1e-4, atol=1e-3)
 
 
-@pytest.mark.parametrize("encoder", ["mlp", "conv"])
-def test_a_seed_repeats_a_cuda_run(digits, encoder):
-    X = digits[0].reshape(-1, 8, 8) if encoder == "conv" else digits[0]
-    runs = [
-        den.DEN(device="cuda", encoder=encoder, n_epochs=15, cluster=False, random_state=3).fit_transform(X)
-        for _ in range(2)
-    ]
-    np.testing.assert_array_equal(runs[0], runs[1])
+@pytest.mark.parametrize(
+    ("encoder", "kwargs", "labelled"),
+    [
+        pytest.param("mlp", {}, False, id="mlp"),
+        pytest.param("conv", {}, False, id="conv"),
+        pytest.param("mlp", {"loss": "paper"}, False, id="paper loss"),
+        pytest.param("mlp", {"cluster": True, "n_clusters": 10}, False, id="clusters"),
+        pytest.param("mlp", {}, True, id="labels"),
+    ],
+)
+def test_a_seed_repeats_a_cuda_run(digits, encoder, kwargs, labelled):
+    X, y = digits
+    X = X.reshape(-1, 8, 8) if encoder == "conv" else X
+    y = np.where(np.arange(len(y)) % 5 == 0, y, -1) if labelled else None
+    settings = {"device": "cuda", "encoder": encoder, "n_epochs": 15, "cluster": False, "random_state": 3} | kwargs
+    runs = [den.DEN(**settings).fit(X, y) for _ in range(2)]
+    np.testing.assert_array_equal(runs[0].embedding_, runs[1].embedding_)
+    if settings["cluster"]:
+        np.testing.assert_array_equal(runs[0].labels_, runs[1].labels_)
+    if labelled:
+        np.testing.assert_array_equal(runs[0].predict_labels(X), runs[1].predict_labels(X))
 
 
 def test_semi_supervised_on_cuda(digits):

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import torch
 
@@ -94,6 +96,17 @@ def test_sampler_batches_cover_every_pair_once():
 def test_sampler_reproducible():
     a = [b.rows.tolist() + b.far.tolist() for b in _sampler().epoch()]
     b = [b.rows.tolist() + b.far.tolist() for b in _sampler().epoch()]
+    assert a == b
+
+
+def test_pickled_sampler_resumes_its_draws():
+    """A spawned rank gets the sampler by pickle: it continues the same draws, one generator still shared."""
+    sampler = _sampler()
+    next(iter(sampler.epoch()))  # move the generator on
+    copy = pickle.loads(pickle.dumps(sampler))
+    assert copy.generator is copy.draw_generator and copy.generator.device == sampler.generator.device
+    a = [b.rows.tolist() + b.far.tolist() for b in sampler.epoch()]
+    b = [b.rows.tolist() + b.far.tolist() for b in copy.epoch()]
     assert a == b
 
 

@@ -67,5 +67,7 @@ def test_history_is_the_mean_loss_of_each_epoch():
 
 
 def test_non_finite_loss_stops_training_with_advice():
+    plan = _Plan(n_batches=3, poison=5)
     with pytest.raises(FloatingPointError, match=r"test loss became non-finite in epoch 2.*lower `learning_rate`"):
-        _runner_for(3).run(_Plan(n_batches=3, poison=5))
+        _runner_for(3).run(plan)
+    assert plan.calls == 6  # read at the end of the epoch (no host sync per step), not later

@@ -283,7 +283,7 @@ def pair_sampler(rep, config: EmbedConfig, k: int, *, seed, generator, labels, b
         n_far=config.n_far,
         far_rule="shared" if config.loss == "contrastive" else "distance",
         generator=generator,
-        rep=torch.as_tensor(rep) if config.loss == "paper" else None,
+        rep=torch.as_tensor(rep, device=generator.device) if config.loss == "paper" else None,
         extra=extra,
         weights=weights,
     )

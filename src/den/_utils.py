@@ -140,21 +140,25 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
 class PicklableGenerators:
     """Pickle the object's :class:`torch.Generator` attributes by their state.
 
-    torch's process-spawning pickler cannot send a generator itself; its state (bytes)
-    travels instead, so a spawned rank resumes the draws exactly where the parent was.
+    torch's process-spawning pickler cannot send a generator itself; its device and state
+    (bytes) travel instead, so a spawned rank resumes the draws exactly where the parent was.
+    Attributes that held one generator come back holding one generator.
     """
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
         for k, v in state.items():
             if isinstance(v, torch.Generator):
-                state[k] = ("torch.Generator", v.get_state().numpy().tobytes())
+                state[k] = ("torch.Generator", str(v.device), v.get_state().numpy().tobytes(), id(v))
         return state
 
     def __setstate__(self, state: dict) -> None:
+        rebuilt: dict[int, torch.Generator] = {}
         for k, v in state.items():
-            if isinstance(v, tuple) and len(v) == 2 and v[0] == "torch.Generator":
-                g = torch.Generator()
-                g.set_state(torch.frombuffer(bytearray(v[1]), dtype=torch.uint8))
-                state[k] = g
+            if isinstance(v, tuple) and len(v) == 4 and v[0] == "torch.Generator":
+                if v[3] not in rebuilt:
+                    g = torch.Generator(device=v[1])
+                    g.set_state(torch.frombuffer(bytearray(v[2]), dtype=torch.uint8))
+                    rebuilt[v[3]] = g
+                state[k] = rebuilt[v[3]]
         self.__dict__.update(state)

@@ -21,7 +21,7 @@ def train(runner: Runner, plan, *, devices: int = 1, seed: int = 0) -> list[floa
         return run_on_devices(runner, plan, devices=devices, seed=seed)
     rank, world = rank_world()
     if world > 1:
-        plan.reseed(rank_generator(seed, rank))
+        plan.reseed(rank_generator(seed, rank, runner.device))  # far partners and noise drawn on the device
     return runner.run(plan)
 
 

@@ -50,10 +50,10 @@ def rank_world() -> tuple[int, int]:
     return 0, 1
 
 
-def rank_generator(seed: int, rank: int) -> torch.Generator:
-    """A torch generator for rank ``rank``'s own draws, seeded by ``(seed, rank)``."""
+def rank_generator(seed: int, rank: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A torch generator on ``device`` for rank ``rank``'s own draws, seeded by ``(seed, rank)``."""
     state = np.random.SeedSequence([seed, rank]).generate_state(1)[0]
-    return torch.Generator().manual_seed(int(state))
+    return torch.Generator(device=device).manual_seed(int(state))
 
 
 def data_parallel(device: torch.device):

@@ -109,10 +109,10 @@ class EmbeddingPlan(PicklableGenerators):
             d2_near = ((out[:b] - out[b:]) ** 2).sum(1)
             far = batch.far.to(out.device)
             d2_far = ((out[:b, None, :] - out[far]) ** 2).sum(2).reshape(-1)
-            is_near = torch.cat([torch.ones(b, dtype=torch.bool), torch.zeros(len(d2_far), dtype=torch.bool)])
+            is_near = torch.arange(b + len(d2_far), device=out.device) < b
             loss, _ = pair_loss(
                 torch.cat([d2_near, d2_far]),
-                is_near.to(out.device),
+                is_near,
                 n_components=int(self.dof),
                 ignore=self.ignore,
                 min_dist=self.min_dist,

@@ -134,8 +134,9 @@ class Runner:
                     running += loss.detach()
                     n_batches += 1
                     step += 1
-                summed = self._check(running, epoch)
+                summed = float(running)  # a NaN on one rank makes every rank's mean NaN: all of them stop
                 history.append(mean_over_ranks(summed, n_batches) if world > 1 else summed / max(n_batches, 1))
+                self._check(history[-1], epoch)
                 self.seconds.append(time.perf_counter() - start)
                 if self.progress_bar and rank == 0:
                     bar.set_postfix(loss=f"{history[-1]:.4f}", refresh=False)  # shown at tqdm's own pace
@@ -147,13 +148,11 @@ class Runner:
             m.eval()
         return history
 
-    def _check(self, running: torch.Tensor, epoch: int) -> float:
-        """The epoch's summed loss as a float; an error if any step's loss was not finite (NaN or inf)."""
-        total = float(running)
-        if not math.isfinite(total):
+    def _check(self, mean_loss: float, epoch: int) -> None:
+        """An error if any step's loss in the epoch was not finite (NaN or inf: then so is the mean)."""
+        if not math.isfinite(mean_loss):
             msg = (
                 f"The {self.desc} loss became non-finite in epoch {epoch + 1}. Check the input for extreme "
                 "values (log-normalise counts) or lower `learning_rate`."
             )
             raise FloatingPointError(msg)
-        return total
