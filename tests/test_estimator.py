@@ -110,6 +110,9 @@ def test_images(encoder):
     assert est.image_shape_ == (1, 8, 8)
     assert adjusted_rand_score(labels, est.labels_) > 0.9
     np.testing.assert_allclose(est.transform(images[:, None]), est.embedding_, atol=1e-5)  # (n, C, H, W) too
+    np.testing.assert_allclose(est.transform(images.reshape(120, 64)), est.embedding_, atol=1e-5)  # pixels in order
+    with pytest.raises(ValueError, match=r"images of shape \(1, 4, 16\).*fitted on \(1, 8, 8\)"):
+        est.transform(images.reshape(120, 4, 16))  # as many pixels, another image
     # SHAP over pixels: each class's own bright square pushes its images into their cluster
     values = est.explain(images, n_background=30).reshape(-1, 8, 8)
     for c, (r0, c0) in enumerate([(0, 0), (0, 4), (4, 0)]):
@@ -165,6 +168,26 @@ def test_params_checked_at_fit(blobs):
         den.DEN(n_neighbors=0).fit(blobs[0])
     with pytest.raises(TypeError, match=r"n_epochs=2.5"):
         den.DEN(n_epochs=2.5).fit(blobs[0])
+
+
+def test_a_denmodel_folder_loads_as_den(tmp_path, small):
+    den.tl.embed(small, **FAST, progress_bar=False)
+    den.tl.cluster(small, n_clusters=3, head_epochs=10, finetune_epochs=2, progress_bar=False)
+    den.DENModel.from_adata(small).save(tmp_path / "m")
+    est = den.DEN.load(tmp_path / "m")  # no estimator block: columns are the model's genes, by position
+    X = small.X.toarray()
+    np.testing.assert_allclose(est.transform(X), small.obsm["X_den"], atol=1e-4)
+    assert (est.predict(X) == small.obs["den_clusters"].cat.codes.to_numpy()).mean() > 0.99
+
+
+def test_refit_drops_the_last_fits_results(blobs):
+    X, y = blobs
+    est = den.DEN(n_clusters=4, **FAST).fit(X, y)
+    assert hasattr(est, "labels_") and hasattr(est, "classes_")
+    est.set_params(cluster=False).fit(X[::-1].copy())
+    assert not hasattr(est, "labels_") and not hasattr(est, "n_clusters_") and not hasattr(est, "classes_")
+    with pytest.raises(ValueError, match="set cluster=True"):
+        est.fit_predict(X)
 
 
 def test_wrong_width_at_transform(fitted):

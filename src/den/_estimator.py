@@ -12,7 +12,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._clustering import fit_clusters
 from ._config import ClusterConfig, EmbedConfig
-from ._data import as_features, check_feature_names, check_query_scale, feature_names
+from ._data import Features, as_features, check_feature_names, check_query_scale, feature_names
 from ._embedding import fit_embedding, warn_if_collapsed
 from ._model import CONFIG_FILE, DENModel
 from ._utils import check_random_state
@@ -229,6 +229,8 @@ class DEN(ClusterMixin, TransformerMixin, BaseEstimator):
         features = as_features(X)
         codes, classes = (None, None) if y is None else encode_labels(y, features.n)
         seed = check_random_state(self.random_state)
+        for stale in ("labels_", "n_clusters_", "classes_"):  # a refit must not keep the last fit's results
+            self.__dict__.pop(stale, None)
         fit = fit_embedding(
             features, embed, seed=seed, labels=codes, label_categories=classes, progress_bar=self.progress_bar
         )
@@ -249,6 +251,13 @@ class DEN(ClusterMixin, TransformerMixin, BaseEstimator):
             self.n_clusters_ = len(result.categories)
         return self
 
+    def fit_predict(self, X, y=None, **fit_params) -> np.ndarray:
+        """Fit and return the cluster of each sample (needs ``cluster=True``)."""
+        if self.cluster is False:
+            msg = "fit_predict returns the clusters found in fit: set cluster=True (the default)."
+            raise ValueError(msg)
+        return self.fit(X, y).labels_
+
     def fit_transform(self, X, y=None, **fit_params):
         """Fit and return the map of ``X`` (the same as ``fit(X).transform(X)``)."""
         return self.fit(X, y).embedding_
@@ -267,8 +276,16 @@ class DEN(ClusterMixin, TransformerMixin, BaseEstimator):
         if features.X.shape[1] != self.n_features_in_:
             msg = f"X has {features.X.shape[1]} features, but DEN is expecting {self.n_features_in_} features as input."
             raise ValueError(msg)
+        fitted_shape = getattr(self, "image_shape_", None)
+        if features.image_shape is not None and fitted_shape is not None and features.image_shape != fitted_shape:
+            msg = (
+                f"X holds images of shape {features.image_shape} (channels, height, width), but DEN was fitted on "
+                f"{tuple(fitted_shape)}; reshape them, or pass them flattened to read the pixels in order."
+            )
+            raise ValueError(msg)
         check_query_scale(self.model_.config.get("input_stats"), features.X, "X")
-        return features
+        # columns are read by position (scikit-learn's contract): they take the model's feature names
+        return Features(features.X, self.model_.var_names, features.image_shape)
 
     def transform(self, X) -> np.ndarray:
         """Map coordinates of new samples (each placed on its own by the trained network)."""
