@@ -175,15 +175,25 @@ def check_finite(X, where: str = "the input") -> None:
             raise ValueError(msg)
 
 
-def warn_if_counts(X, where: str = "adata.X") -> None:
-    """Warn when the matrix looks like raw counts (integers with a large range)."""
+def sample_values(X) -> np.ndarray:
+    """Up to a million stored values of ``X`` (sparse: its nonzeros; dense or on disk: its first 2,000 rows)."""
     if sparse.issparse(X):
         values = X.data
     else:
         head = X[: min(X.shape[0], 2000)]
         values = head.data if sparse.issparse(head) else np.asarray(head).ravel()
-    values = values[:1_000_000]
-    if values.size and np.all(values == np.round(values)) and values.max() > 50:
+    return values[:1_000_000]
+
+
+def looks_like_counts(values: np.ndarray) -> bool:
+    """Integers up to more than 50: raw counts, not log-normalised values."""
+    return bool(values.size) and bool(np.all(values == np.round(values))) and values.max() > 50
+
+
+def warn_if_counts(X, where: str = "adata.X") -> None:
+    """Warn when the matrix looks like raw counts (integers with a large range)."""
+    values = sample_values(X)
+    if looks_like_counts(values):
         warnings.warn(
             f"{where} looks like raw counts (integers up to {values.max():.0f}). den works best on "
             "log-normalised data: run `sc.pp.normalize_total(adata)` and `sc.pp.log1p(adata)` first.",

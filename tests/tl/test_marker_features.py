@@ -70,6 +70,16 @@ def test_logfoldchanges_from_log_data(explained):
     np.testing.assert_allclose(entry["logfoldchanges"][g][0], expected, rtol=1e-4)
 
 
+def test_logfoldchanges_never_from_counts(trained):
+    """A common set-up keeps raw counts in adata.raw: fold changes must come from the log data instead."""
+    trained.raw = ad.AnnData(trained.layers["counts"], var=trained.var[[]], obs=trained.obs[[]])
+    den.tl.marker_features(trained, **FAST)
+    entry = trained.uns["den_marker_features"]
+    assert entry["params"]["logfoldchanges_from"] == "X"
+    lfc = np.concatenate([entry["logfoldchanges"][g] for g in entry["names"].dtype.names])
+    assert np.isfinite(lfc).all() and np.abs(lfc).max() < 10
+
+
 def test_additivity_recorded(explained):
     table = explained.uns["den_marker_features"]["explainers"]
     assert (table["explainer"] == "den DeepLIFT").all()

@@ -13,7 +13,7 @@ import torch
 from scipy import sparse
 from torch import nn
 
-from den._data import get_matrix
+from den._data import get_matrix, looks_like_counts, sample_values
 from den._model import DENModel, load_arrays, state_arrays
 from den._utils import torch_seed
 from den.nn import ClusterHead
@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 
 #: groups with fewer cells get a warning
 MIN_GROUP_CELLS = 5
+#: log1p-normalised values stay far below this (log1p of 1e13); larger ones are counts or another scale
+MAX_LOG1P = 30.0
 #: an integer obs column with more distinct values than this is taken for a measurement, not groups
 MAX_INTEGER_GROUPS = 100
 
@@ -179,9 +181,9 @@ def log_means(
 ) -> tuple[dict[str, np.ndarray] | None, str]:
     """Per-mask gene means on a log1p scale, for fold changes, and where they came from.
 
-    Uses ``adata.raw`` when it holds the model's genes and is non-negative
-    (scanpy's convention), else the model's input when non-negative; otherwise
-    (e.g. scaled data) returns ``None``.
+    Uses ``adata.raw`` when it holds the model's genes on a log1p scale (scanpy's
+    convention), else the model's input when it is; otherwise (scaled data with
+    negative values, raw counts, values beyond :data:`MAX_LOG1P`) returns ``None``.
     """
     genes = gn.model.var_names
     candidates = []
@@ -191,7 +193,8 @@ def log_means(
         ("X" if gn.model.config.get("layer") is None else "layer", gn.X, gn.model.gene_index(adata.var_names))
     )
     for name, M, cols in candidates:
-        if _smallest(M) < 0:
+        values = sample_values(M)
+        if looks_like_counts(values) or (values.size and values.max() > MAX_LOG1P) or _smallest(M) < 0:
             continue
         sums = {label: np.zeros(M.shape[1]) for label in masks}
         for start, block in _blocks(M):  # one pass over row blocks (on-disk input stays on disk)
@@ -202,7 +205,7 @@ def log_means(
             mean = np.asarray(sums[label]).ravel() / max(int(mask.sum()), 1)
             out[label] = mean if cols is None else mean[cols]
         return out, name
-    return None, "none (input is not on a non-negative log scale)"
+    return None, "none (neither adata.raw nor the model's input is on a non-negative log1p scale)"
 
 
 def _blocks(M, chunk: int = 8192):
