@@ -19,6 +19,37 @@ def test_h5ad_round_trip_then_transform_reproduces(trained, tmp_path):
     np.testing.assert_allclose(query.obsm["den_clusters_proba"], trained.obsm["den_clusters_proba"], atol=1e-6)
 
 
+@pytest.mark.parametrize(
+    "names",
+    [{"0": "T cell", "1": "B cell", "2": "NK"}, {"0": "A", "1": "A", "2": "B"}],
+    ids=["renamed", "merged"],
+)
+def test_query_takes_the_references_annotation(trained, names):
+    before = trained.obs["den_clusters"].astype(str).to_numpy()
+    ref = trained.copy()
+    ref.obs["den_clusters"] = ref.obs["den_clusters"].astype(str).map(names).astype("category")
+    query = trained.copy()
+    den.tl.transform(query, ref)
+    np.testing.assert_array_equal(query.obs["den_clusters"].astype(str), [names[b] for b in before])
+    assert list(query.obs["den_clusters"].cat.categories) == list(ref.obs["den_clusters"].cat.categories)
+    proba = query.obsm["den_clusters_proba"]  # one column per network cluster "0", "1", "2", as before
+    confidence = query.obs["den_clusters_confidence"].to_numpy()
+    if "A" in names.values():  # a merged cluster is as sure as its parts together
+        in_a = query.obs["den_clusters"].to_numpy() == "A"
+        np.testing.assert_allclose(confidence[in_a], proba[in_a, :2].sum(1), rtol=1e-6)
+    else:
+        np.testing.assert_allclose(confidence, proba.max(1), rtol=1e-6)
+
+
+def test_query_warns_when_annotation_does_not_map(trained):
+    ref = trained.copy()
+    ref.obs["den_clusters"] = np.where(np.arange(ref.n_obs) % 2 == 0, "x", "y")  # not a renaming of the clusters
+    query = trained.copy()
+    with pytest.warns(UserWarning, match="beyond renaming or merging"):
+        den.tl.transform(query, ref)
+    assert set(query.obs["den_clusters"].astype(str)) <= {"0", "1", "2"}
+
+
 def test_cells_do_not_depend_on_the_batch(trained):
     alone = trained[[5]].copy()
     den.tl.transform(alone, trained)

@@ -34,6 +34,22 @@ def cluster_columns(proba: np.ndarray, categories: Sequence[str]) -> dict:
     }
 
 
+def relabel(clusters: dict, network_names: Sequence[str], names: dict[str, str], order: Sequence[str]) -> dict:
+    """:func:`cluster_columns`' output under the names ``names`` gives the network's clusters (renamed or merged).
+
+    A cell's confidence becomes the summed probability of the network clusters that share its
+    name; ``proba`` keeps one column per network output.
+    """
+    name_of = np.asarray([names[str(c)] for c in network_names])
+    labels = name_of[clusters["proba"].argmax(1)]
+    same = name_of[None, :] == labels[:, None]
+    return {
+        "labels": pd.Categorical(labels, categories=list(order)).remove_unused_categories(),
+        "proba": clusters["proba"],
+        "confidence": (clusters["proba"] * same).sum(1).astype(np.float32),
+    }
+
+
 def write_clusters(adata: AnnData, clusters: dict, key: str) -> None:
     """Write the output of :func:`cluster_columns` under ``key``."""
     adata.obs[key] = clusters["labels"]

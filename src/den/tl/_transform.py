@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pandas as pd
 from scanpy import logging as logg
 
 from den._data import check_query_scale, get_matrix, trained_matrix
 from den._model import DENModel
 from den._utils import check_copy, make_actual
 
-from ._batches import query_batches
-from ._cluster_results import cluster_columns, write_clusters
+from ._batches import query_batches, training_batches
+from ._cluster_results import cluster_columns, relabel, write_clusters
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -70,7 +72,10 @@ def transform(
     `adata.obsm['X_den' | key_added]` : :class:`numpy.ndarray`
         Coordinates on the reference map.
     `adata.obs[cluster_key]`, `adata.obsm[cluster_key + '_proba']`, `adata.obs[cluster_key + '_confidence']`
-        Cluster labels, probabilities and confidence, when the reference has a clustering.
+        Cluster labels, probabilities and confidence, when the reference has a clustering. When the
+        reference's clusters were renamed or merged since :func:`den.tl.cluster` (annotation), the
+        labels carry its names and the confidence sums the merged clusters' probabilities; the
+        probabilities keep one column per cluster of the network.
     """
     start = logg.info("placing cells on the DEN map")
     check_copy(adata, copy)
@@ -89,6 +94,9 @@ def transform(
         msg = "The model returned non-finite coordinates for this query; check the query's values and the model."
         raise FloatingPointError(msg)
     clusters = None if proba is None else cluster_columns(proba, model.cluster_config["categories"])
+    names = None if proba is None else _annotation(reference, model, key, cluster_key, device)
+    if names is not None:  # the reference's clusters were renamed or merged since den.tl.cluster: use its names
+        clusters = relabel(clusters, model.cluster_config["categories"], *names)
 
     key_obsm = key_added or ("X_den" if key == "den" else key)
     adata = adata.copy() if copy else adata
@@ -98,6 +106,35 @@ def transform(
         write_clusters(adata, clusters, cluster_key)
     logg.info("    finished", time=start, deep=f"added\n    {key_obsm!r}, DEN coordinates (adata.obsm)")
     return adata if copy else None
+
+
+def _annotation(reference, model: DENModel, key: str, cluster_key: str, device: str):
+    """``(network cluster -> name, names in order)`` when the reference's clusters were renamed or merged, else None.
+
+    The network's cluster of every reference cell is set against its current label; each network
+    cluster must carry one label (>= 95 % of its cells), else a warning and the network's names.
+    """
+    if not hasattr(reference, "obs") or cluster_key not in reference.obs:
+        return None
+    network = [str(c) for c in model.cluster_config["categories"]]
+    current = reference.obs[cluster_key]
+    if set(current.dropna().astype(str)) <= set(network):
+        return None
+    X = trained_matrix(reference, model.config.get("layer"))
+    batches = training_batches(reference, model, key)
+    own = model.predict_proba(X, reference.var_names, device=device, check=False, batches=batches).argmax(1)
+    table = pd.crosstab(np.asarray(network)[own], current.astype(str).to_numpy())
+    if (table.max(1) < 0.95 * table.sum(1)).any():
+        warnings.warn(
+            f"reference.obs[{cluster_key!r}] was edited since `den.tl.cluster` beyond renaming or merging clusters; "
+            "the query gets the clustering network's own names. Run `den.tl.cluster` again to learn the new groups.",
+            UserWarning,
+            stacklevel=3,
+        )
+        return None
+    unseen = [c for c in network if c not in table.index]  # no reference cell in it: keeps its own name
+    order = [str(c) for c in (current.cat.categories if hasattr(current, "cat") else sorted(table.columns))]
+    return table.idxmax(1).to_dict() | {c: c for c in unseen}, order + [c for c in unseen if c not in order]
 
 
 def _columns(X, cols: np.ndarray):
