@@ -153,6 +153,11 @@ def _no_x(a):
     return b
 
 
+def _text_rep(a):
+    a.obsm["X_text"] = np.full((a.n_obs, 2), "a")
+    return a
+
+
 def _rep_3d(a):
     a.obsm["X_bad"] = np.zeros((a.n_obs, 2, 2), dtype=np.float32)
     return a
@@ -180,6 +185,7 @@ EMBED_DATA = [
     pytest.param(lambda a: a, {"use_rep": "X_nope"}, KeyError, "use_rep='X_nope'", id="missing use_rep"),
     pytest.param(_rep_3d, {"use_rep": "X_bad"}, ValueError, "2-D array", id="3-D use_rep"),
     pytest.param(_nan_rep, {}, ValueError, "finite 2-D array", id="NaN in X_pca"),
+    pytest.param(_text_rep, {"use_rep": "X_text"}, ValueError, r"X_text'\] must be a finite 2-D", id="text use_rep"),
     pytest.param(lambda a: a, {"labels_key": "nope"}, KeyError, "labels_key='nope'", id="missing labels_key"),
 ]
 
@@ -385,6 +391,14 @@ DIFF_CASES = [
 @pytest.mark.parametrize(("groups", "kwargs", "error", "match"), DIFF_CASES)
 def test_differentiating_bad_input(trained, groups, kwargs, error, match):
     _check(trained, lambda a: den.tl.differentiating_features(a, *groups, **kwargs), error, match)
+
+
+def test_differentiating_two_cells_bad_input(trained):
+    first = trained.obs_names[0]
+    call = den.tl.differentiating_features
+    _check(trained, lambda a: call(a, first, first, groupby=None), ValueError, "the same cell")
+    trained.obs_names = [first] * 2 + list(trained.obs_names[2:])  # a cell name twice
+    _check(trained, lambda a: call(a, first, a.obs_names[2], groupby=None), ValueError, "obs_names_make_unique")
 
 
 @pytest.mark.parametrize(

@@ -93,6 +93,11 @@ def test_input_types_agree(blobs, kind):
     np.testing.assert_allclose(got, ref, atol=0.05 if kind == "csr" else 1e-5)
 
 
+def test_bfloat16_tensor(blobs, fitted):
+    X = torch.from_numpy(blobs[0][:50]).bfloat16()  # numpy has no bfloat16: den reads it as float32
+    np.testing.assert_array_equal(fitted.transform(X), fitted.transform(X.float().numpy()))
+
+
 @pytest.mark.parametrize("encoder", ["auto", "conv"])
 def test_images(encoder):
     rng = np.random.default_rng(0)

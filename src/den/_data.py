@@ -239,7 +239,8 @@ def as_features(X, *, min_samples: int = 3, estimator: str = "DEN") -> Features:
         import torch
 
         if torch.is_tensor(X):
-            X = X.detach().cpu().numpy()
+            X = X.detach().cpu()
+            X = (X.float() if X.dtype == torch.bfloat16 else X).numpy()  # numpy has no bfloat16
     except ImportError:  # pragma: no cover
         pass
     if not sparse.issparse(X) and not hasattr(X, "__array__") and not isinstance(X, list | tuple):

@@ -50,6 +50,16 @@ def test_params_recorded(small):
     assert p["device"] == "auto" and fit["device"] == str(get_device("auto"))  # resolved, e.g. "cpu"
 
 
+def test_sparse_use_rep(small):
+    rep = np.random.default_rng(0).normal(size=(small.n_obs, 10)).astype(np.float32)
+    rep[rep < 0] = 0
+    dense, sp = small.copy(), small.copy()
+    dense.obsm["X_r"], sp.obsm["X_r"] = rep, sparse.csr_matrix(rep)
+    for a in (dense, sp):
+        den.tl.embed(a, use_rep="X_r", **FAST)
+    np.testing.assert_array_equal(dense.obsm["X_den"], sp.obsm["X_den"])
+
+
 def test_params_survive_h5ad(small, tmp_path):
     den.tl.embed(small, **FAST)
     small.write_h5ad(tmp_path / "a.h5ad")

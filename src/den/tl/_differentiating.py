@@ -128,11 +128,17 @@ def differentiating_features(
 
 def _two_cells(adata: AnnData, cell1: str, cell2: str, cluster_key: str, *, key: str, seed: int):
     """The clusters' network, and each cell's ``(index, mask over cells, cluster)``."""
-    gn = group_network(adata, cluster_key, key=key, random_state=seed)
     for cell in (cell1, cell2):
         if cell not in adata.obs_names:
             msg = f"Cell {cell!r} is not in adata.obs_names (with groupby=None, group1/group2 are cell names)."
             raise KeyError(msg)
+    if not adata.obs_names.is_unique:
+        msg = "adata.obs_names are not unique; run `adata.obs_names_make_unique()` first."
+        raise ValueError(msg)
+    if cell1 == cell2:
+        msg = "group1 and group2 are the same cell; pick two different ones."
+        raise ValueError(msg)
+    gn = group_network(adata, cluster_key, key=key, random_state=seed)
     out = []
     for i in adata.obs_names.get_indexer([cell1, cell2]):
         out.append((np.array([i]), np.arange(adata.n_obs) == i, str(adata.obs[cluster_key].iloc[i])))

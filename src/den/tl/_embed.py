@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from scanpy import logging as logg
+from scipy import sparse
 
 from den._config import EmbedConfig
 from den._data import Features, check_names, column_mean, get_matrix, warn_if_counts
@@ -222,7 +223,12 @@ def _scanpy_pca(adata: AnnData, X, layer: str | None, n_pcs: int):
 
 
 def _representation(adata: AnnData, key: str) -> np.ndarray:
-    rep = np.asarray(adata.obsm[key], dtype=np.float32)
+    value = adata.obsm[key]
+    value = value.toarray() if sparse.issparse(value) else value
+    try:
+        rep = np.asarray(value, dtype=np.float32)
+    except (TypeError, ValueError):
+        rep = np.empty((0,))  # not numbers: the message below
     if rep.ndim != 2 or not np.isfinite(rep).all():
         msg = f"adata.obsm[{key!r}] must be a finite 2-D array (cells x dimensions); recompute it or pass another `use_rep`."
         raise ValueError(msg)
