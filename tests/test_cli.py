@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 
+import den
 from den.cli import main
 
 
@@ -23,3 +25,9 @@ def test_demo_writes_results(tmp_path, capsys):
     assert {"group", "names", "scores", "logfoldchanges"} <= set(table.columns)
     printed = capsys.readouterr().out
     assert "clusters" in printed and str(out) in printed
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"den {den.__version__}"

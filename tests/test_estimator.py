@@ -126,6 +126,12 @@ def test_images(encoder):
         assert own > 0 and own > 3 * empty
 
 
+def test_channels_last_images_warn():
+    images = np.random.default_rng(0).random((30, 8, 8, 3), dtype=np.float32)  # (n, H, W, C)
+    with pytest.warns(UserWarning, match=r"np.moveaxis\(X, -1, 1\)"):
+        den.DEN(n_epochs=1, cluster=False, random_state=0).fit(images)
+
+
 def test_conv_needs_images(blobs):
     with pytest.raises(ValueError, match="needs images"):
         den.DEN(encoder="conv", **FAST).fit(blobs[0])

@@ -247,6 +247,13 @@ def as_features(X, *, min_samples: int = 3, estimator: str = "DEN") -> Features:
         msg = f"{estimator} takes a numpy array, scipy sparse matrix, torch tensor or list, not {type(X).__name__}."
         raise TypeError(msg)
     if isinstance(X, np.ndarray) and X.ndim in (3, 4):
+        if X.ndim == 4 and X.shape[-1] in (1, 3, 4) and X.shape[1] > 4:
+            warnings.warn(
+                f"Images of shape {X.shape[1:]} are read as (channels, height, width): {X.shape[1]} channels. For "
+                "channels-last images (height, width, channels) pass `np.moveaxis(X, -1, 1)`.",
+                UserWarning,
+                stacklevel=3,
+            )
         images = X[:, None] if X.ndim == 3 else X
         flat = check_array(
             images.reshape(len(images), -1), dtype=[np.float32, np.float64], ensure_min_samples=min_samples

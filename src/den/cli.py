@@ -115,9 +115,16 @@ def _fail(message: str) -> int:
     return 1
 
 
+def _version() -> str:
+    from den import __version__
+
+    return __version__
+
+
 def parser() -> argparse.ArgumentParser:
     """The ``den`` command's argument parser."""
     p = argparse.ArgumentParser(prog="den", description="Differentiating Embedding Networks for single-cell data.")
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
     d = sub.add_parser("demo", help="run embed -> cluster -> marker_features on scanpy's pbmc68k_reduced")
     d.add_argument("--out", type=_out_dir, default=Path("den-demo"), help="output folder (default: ./den-demo)")
