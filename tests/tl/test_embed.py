@@ -353,8 +353,12 @@ def test_pca_layer_computes_its_own_otherwise(small, change, kw):
     _scanpy_pca(small, n_comps=10)
     if change is not None:
         change(small)
-    den.tl.embed(small, **kw, **FAST)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        den.tl.embed(small, **kw, **FAST)
     assert small.uns["den"]["fit"]["pca"] == "den"
+    stale = [w for w in caught if "no longer matches adata.X" in str(w.message)]
+    assert len(stale) == (change is _double_x)  # only a matrix changed since sc.pp.pca is a stale X_pca
 
 
 def test_too_few_scanpy_pcs_are_rejected_before_reading_x(small, monkeypatch):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
 
@@ -218,6 +219,14 @@ def _scanpy_pca(adata: AnnData, X, layer: str | None, n_pcs: int):
         return None
     mean = column_mean(X)
     if not reproduces(X, mean, components, np.asarray(adata.obsm["X_pca"])):
+        where = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
+        warnings.warn(
+            f"adata.obsm['X_pca'] no longer matches {where}: scanpy's loadings do not reproduce it (was the matrix "
+            "changed after sc.pp.pca?). den takes its near pairs from X_pca; run `sc.pp.pca` again, or delete "
+            "adata.obsm['X_pca'] to let den compute its own PCA.",
+            UserWarning,
+            stacklevel=3,
+        )
         return None
     return mean, components, variance
 
