@@ -191,6 +191,13 @@ def test_a_denmodel_folder_loads_as_den(tmp_path, small):
     assert (est.predict(X) == small.obs["den_clusters"].cat.codes.to_numpy()).mean() > 0.99
 
 
+def test_a_denmodel_folder_reports_its_architecture(tmp_path, small):
+    den.tl.embed(small, n_components=3, hidden=(32,), n_pcs=10, **FAST, progress_bar=False)
+    den.DENModel.from_adata(small).save(tmp_path / "m")
+    params = den.DEN.load(tmp_path / "m").get_params()
+    assert (params["n_components"], params["hidden"], params["n_pcs"]) == (3, (32,), 10)
+
+
 def test_refit_drops_the_last_fits_results(blobs):
     X, y = blobs
     est = den.DEN(n_clusters=4, **FAST).fit(X, y)

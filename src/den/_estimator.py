@@ -379,6 +379,9 @@ class DEN(ClusterMixin, TransformerMixin, BaseEstimator):
         meta = json.loads((Path(dir_path) / CONFIG_FILE).read_text())
         info = meta.get("estimator", {})
         params = dict(info.get("params", {}))
+        if "params" not in info:  # a DENModel folder: the architecture is known from the model
+            c = model.config
+            params = {"n_components": c["n_components"], "hidden": c["hidden"], "n_pcs": c.get("n_pcs")}
         if "hidden" in params:
             params["hidden"] = tuple(params["hidden"])  # JSON has no tuples
         est = cls(**params)
