@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 from sklearn.neighbors import NearestNeighbors
@@ -160,6 +161,15 @@ def test_transfer_labels_labels_the_query(split):
     assert entry["calibration"]["method"] == "5-fold cross-fitting"
     assert entry["calibration"]["n_evaluated"] == ref.n_obs
     assert 0 <= entry["calibration"]["ece"] <= 0.1
+
+
+def test_label_order_follows_the_reference():
+    from den.tl._mapping import _label_order
+
+    cats = pd.Series(pd.Categorical(["B", "T", "B"], categories=["T", "NK", "B"]))
+    assert _label_order(cats) == ["T", "B"]  # the categorical's order, unused categories left out
+    assert _label_order(pd.Series([10, 2, 2, 1])) == ["1", "2", "10"]  # numbers by value, not as text
+    assert _label_order(pd.Series(["b", "a"])) == ["a", "b"]
 
 
 def test_stratified_folds_deal_every_class_round_the_folds():

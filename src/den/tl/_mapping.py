@@ -145,7 +145,7 @@ def _reference_labels(reference: AnnData, obs: str) -> tuple[np.ndarray, list[st
     column = reference.obs[obs]
     known = column.notna().to_numpy()
     values = column.astype(str).to_numpy()
-    categories = sorted(set(values[known]))
+    categories = _label_order(column[known])
     if len(categories) < 2:
         msg = f"reference.obs[{obs!r}] holds {len(categories)} label(s); transferring needs at least 2."
         raise ValueError(msg)
@@ -159,6 +159,17 @@ def _reference_labels(reference: AnnData, obs: str) -> tuple[np.ndarray, list[st
         raise ValueError(msg)
     codes = pd.Categorical(np.where(known, values, None), categories=categories).codes.astype(np.int64)
     return codes, categories
+
+
+def _label_order(column: pd.Series) -> list[str]:
+    """The labels in the reference's order: a categorical's own, numbers by value, else alphabetical."""
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        present = set(column.astype(str))
+        return [str(c) for c in column.cat.categories if str(c) in present]
+    try:
+        return list(dict.fromkeys(str(v) for v in sorted(pd.unique(column))))
+    except TypeError:  # mixed types
+        return sorted(set(column.astype(str)))
 
 
 @dataclass(frozen=True)
