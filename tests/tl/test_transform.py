@@ -28,6 +28,7 @@ def test_query_takes_the_references_annotation(trained, names):
     before = trained.obs["den_clusters"].astype(str).to_numpy()
     ref = trained.copy()
     ref.obs["den_clusters"] = ref.obs["den_clusters"].astype(str).map(names).astype("category")
+    ref.obs.loc[ref.obs_names[:20], "den_clusters"] = np.nan  # cells left unannotated say nothing
     query = trained.copy()
     den.tl.transform(query, ref)
     np.testing.assert_array_equal(query.obs["den_clusters"].astype(str), [names[b] for b in before])

@@ -123,7 +123,8 @@ def _annotation(reference, model: DENModel, key: str, cluster_key: str, device: 
     X = trained_matrix(reference, model.config.get("layer"))
     batches = training_batches(reference, model, key)
     own = model.predict_proba(X, reference.var_names, device=device, check=False, batches=batches).argmax(1)
-    table = pd.crosstab(np.asarray(network)[own], current.astype(str).to_numpy())
+    known = current.notna().to_numpy()  # cells without a label say nothing about the names
+    table = pd.crosstab(np.asarray(network)[own][known], current[known].astype(str).to_numpy())
     if (table.max(1) < 0.95 * table.sum(1)).any():
         warnings.warn(
             f"reference.obs[{cluster_key!r}] was edited since `den.tl.cluster` beyond renaming or merging clusters; "
