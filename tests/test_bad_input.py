@@ -406,10 +406,18 @@ def test_differentiating_two_cells_bad_input(trained):
     [
         pytest.param(["nope"], KeyError, "not in adata.obs_names", id="missing cell"),
         pytest.param([], ValueError, "at least one cell", id="no cells"),
+        pytest.param(np.ones(3, dtype=bool), ValueError, r"one value per cell \(400\)", id="short mask"),
     ],
 )
 def test_cell_features_bad_input(trained, cells, error, match):
     _check(trained, lambda a: den.tl.cell_features(a, cells), error, match)
+
+
+def test_cell_features_of_a_mask(trained):
+    mask = np.zeros(trained.n_obs, dtype=bool)
+    mask[[3, 7]] = True
+    den.tl.cell_features(trained, mask, n_background=20)
+    assert list(trained.uns["den_cell_features"]["cells"]) == list(trained.obs_names[[3, 7]])
 
 
 def test_cell_features_of_a_cell_without_group(trained):

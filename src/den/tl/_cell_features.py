@@ -40,7 +40,7 @@ def cell_features(
     adata
         AnnData on which :func:`den.tl.cluster` ran.
     cells
-        Cell names (``obs_names``) to explain.
+        Cell names (``obs_names``) to explain, or a boolean mask over the cells.
     key, cluster_key
         ``uns`` keys of the embedding and the clustering.
     n_background
@@ -64,6 +64,12 @@ def cell_features(
     start = logg.info("computing SHAP values of single cells")
     check_copy(adata, copy)
     check_key_added(adata, key_added, "cell_features")
+    if not isinstance(cells, str) and np.asarray(cells).dtype == bool:  # a mask over cells, as scanpy subsets take
+        mask = np.asarray(cells)
+        if mask.shape != (adata.n_obs,):
+            msg = f"A boolean mask of cells needs one value per cell ({adata.n_obs}), not {mask.shape}."
+            raise ValueError(msg)
+        cells = adata.obs_names[mask]
     cells = [cells] if isinstance(cells, str) else [str(c) for c in cells]
     if not cells:
         msg = "Pass at least one cell name to explain."
