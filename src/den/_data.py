@@ -102,6 +102,13 @@ def check_names(adata: AnnData) -> None:
         )
 
 
+def check_unique_cells(adata: AnnData) -> None:
+    """Cells are looked up by name: refuse duplicate ``obs_names``."""
+    if not adata.obs_names.is_unique:
+        msg = "adata.obs_names are not unique; run `adata.obs_names_make_unique()` first."
+        raise ValueError(msg)
+
+
 def iter_rows(X, chunk: int = CHUNK_ROWS, idx: np.ndarray | None = None) -> Iterator[np.ndarray]:
     """Yield dense float32 blocks of rows of ``X`` (all rows, or ``idx``)."""
     n = X.shape[0] if idx is None else len(idx)

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 from scanpy import logging as logg
 
+from den._data import check_unique_cells
 from den._explain import explain
 from den._utils import check_copy, check_key_added, check_random_state, make_actual
 
@@ -79,9 +80,7 @@ def cell_features(
     if missing:
         msg = f"Cells {missing[:5]} are not in adata.obs_names."
         raise KeyError(msg)
-    if not adata.obs_names.is_unique:
-        msg = "adata.obs_names are not unique; run `adata.obs_names_make_unique()` first."
-        raise ValueError(msg)
+    check_unique_cells(adata)
     no_group = adata.obs.loc[cells, cluster_key].isna() if cluster_key in adata.obs else pd.Series(dtype=bool)
     if no_group.any():
         msg = f"Cells {list(no_group.index[no_group])[:5]} have no group in adata.obs[{cluster_key!r}]; explain cells that have one."

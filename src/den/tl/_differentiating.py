@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 from scanpy import logging as logg
 
+from den._data import check_unique_cells
 from den._explain import explain
 from den._utils import check_copy, check_key_added, check_random_state, make_actual
 from den.tl._groups import check_sizes, group_network, log2_fold_change, log_means, rows, sample_cells
@@ -132,9 +133,7 @@ def _two_cells(adata: AnnData, cell1: str, cell2: str, cluster_key: str, *, key:
         if cell not in adata.obs_names:
             msg = f"Cell {cell!r} is not in adata.obs_names (with groupby=None, group1/group2 are cell names)."
             raise KeyError(msg)
-    if not adata.obs_names.is_unique:
-        msg = "adata.obs_names are not unique; run `adata.obs_names_make_unique()` first."
-        raise ValueError(msg)
+    check_unique_cells(adata)
     if cell1 == cell2:
         msg = "group1 and group2 are the same cell; pick two different ones."
         raise ValueError(msg)
