@@ -163,6 +163,25 @@ def test_transfer_labels_labels_the_query(split):
     assert 0 <= entry["calibration"]["ece"] <= 0.1
 
 
+@pytest.mark.parametrize(
+    "to_value", [lambda t: int(t[-1]) * 10, lambda t: t in ("type0", "type1")], ids=["integers", "booleans"]
+)
+def test_transferred_labels_keep_the_reference_values(split, to_value, tmp_path):
+    ref, query = split
+    ref.obs["code"] = [to_value(t) for t in ref.obs["cell_type"].astype(str)]
+    den.tl.transfer_labels(query, ref, "code", key_added="code", head_epochs=5, finetune_epochs=0, progress_bar=False)
+    expected = ref.obs["code"].to_numpy()
+    labels = query.obs["code"]
+    assert labels.cat.categories.dtype == expected.dtype  # 10, 20 stay numbers (True stays a boolean), not '10', '20'
+    assert set(labels.cat.categories) <= set(expected)
+    types = query.obs["cell_type"].astype(str)
+    known = (types != "novel").to_numpy()
+    truth = np.array([to_value(t) for t in types[known]])
+    assert (labels.to_numpy()[known] == truth).mean() > 0.9
+    query.write_h5ad(tmp_path / "q.h5ad")  # and the file still writes and reads back the same
+    assert ad.read_h5ad(tmp_path / "q.h5ad").obs["code"].equals(labels)
+
+
 def test_label_order_follows_the_reference():
     from den.tl._mapping import _label_order
 

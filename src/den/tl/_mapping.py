@@ -84,7 +84,7 @@ def transfer_labels(
     Returns ``None`` or, with ``copy=True``, a copy of ``adata``, with
 
     `adata.obs[key_added]` : :class:`pandas.Categorical`
-        Transferred labels.
+        Transferred labels, as the reference's values (integer or boolean labels stay so).
     `adata.obs[key_added + '_confidence']`, `adata.obsm[key_added + '_proba']`
         Largest calibrated probability, and all of them (columns: ``uns[key_added]['categories']``).
     `adata.uns[key_added]` : :class:`dict`
@@ -114,6 +114,7 @@ def transfer_labels(
     classifier = nn.Sequential(trained.net[0].body, trained.net[1])
     logits = predict(classifier, [query_front], device=torch.device("cpu"))
     columns = cluster_columns(softmax(logits, trained.calibration["temperature"]), categories)
+    columns["labels"] = _as_reference_values(columns["labels"], reference.obs[obs])
     out_key = key_added or obs
     params = {
         "obs": obs,
@@ -170,6 +171,15 @@ def _label_order(column: pd.Series) -> list[str]:
         return list(dict.fromkeys(str(v) for v in sorted(pd.unique(column))))
     except TypeError:  # mixed types
         return sorted(set(column.astype(str)))
+
+
+def _as_reference_values(labels: pd.Categorical, column: pd.Series) -> pd.Categorical:
+    """``labels`` (categories as text) with the reference's own values: numbers and booleans stay so."""
+    values = column.cat.categories if isinstance(column.dtype, pd.CategoricalDtype) else pd.unique(column.dropna())
+    if all(isinstance(v, str) for v in values):
+        return labels
+    by_text = {str(v): v for v in values}
+    return labels.rename_categories([by_text[c] for c in labels.categories])
 
 
 @dataclass(frozen=True)
