@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 import pytest
 import scanpy as sc
 import torch
@@ -128,6 +129,21 @@ def test_renamed_clusters(trained):
         trained.obs["den_clusters"].cat.categories
     )
     den.tl.cell_features(trained, [trained.obs_names[trained.obs["den_clusters"] == "type 0"][0]], n_background=20)
+
+
+@pytest.mark.parametrize("names", [{"0": "1", "1": "0"}, {"1": "0"}], ids=["swapped", "merged-into-a-name"])
+def test_clusters_renamed_to_the_networks_own_names(trained, names):
+    """Names reused for other cells explain the cells as they are labelled now, not the network's old clusters."""
+    trained.obs["den_clusters"] = trained.obs["den_clusters"].astype(str).replace(names).astype("category")
+    den.tl.marker_features(trained, **FAST)
+    entry = trained.uns["den_marker_features"]
+    assert "model" in entry  # a head learnt the labels as they are
+    if len(names) == 1:
+        return
+    group = trained.obs["den_clusters"].astype(str).to_numpy()
+    cells = pd.Index(trained.obs_names).get_indexer(entry["shap_cells"])
+    totals = pd.Series(entry["shap_values"].sum(1)).groupby(group[cells]).mean()
+    assert (totals > 0).all()  # every group's cells push towards their own group's logit (swapped: away, before)
 
 
 def test_needs_clustering(small):

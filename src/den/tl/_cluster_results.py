@@ -50,6 +50,22 @@ def relabel(clusters: dict, network_names: Sequence[str], names: dict[str, str],
     }
 
 
+def labels_as_learnt(adata: AnnData, key: str, network: Sequence[str]) -> bool:
+    """Whether every labelled cell of ``adata.obs[key]`` still carries the clustering network's name for it.
+
+    The network's names are those :func:`write_clusters` wrote: the largest column of
+    ``obsm[key + '_proba']``. ``False`` when the labels were edited since (renamed, merged, or
+    names reused for other cells) or the probabilities are missing.
+    """
+    proba = adata.obsm.get(f"{key}_proba")
+    if proba is None or np.shape(proba) != (adata.n_obs, len(network)):
+        return False
+    current = adata.obs[key]
+    known = current.notna().to_numpy()
+    written = np.asarray([str(c) for c in network])[np.asarray(proba)[known].argmax(1)]
+    return bool((written == current[known].astype(str).to_numpy()).all())
+
+
 def write_clusters(adata: AnnData, clusters: dict, key: str) -> None:
     """Write the output of :func:`cluster_columns` under ``key``."""
     adata.obs[key] = clusters["labels"]

@@ -20,6 +20,7 @@ from den.nn import ClusterHead
 from den.train import fit_classifier
 
 from ._batches import gene_shift, training_batches
+from ._cluster_results import labels_as_learnt
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -101,7 +102,7 @@ def group_network(
     model.gene_index(adata.var_names)
     network_cats = [str(c) for c in model.cluster_config["categories"]] if own and model.has_clusters else None
     # the clustering network, unless its labels were edited since (e.g. renamed): then a head on the labels as they are
-    if network_cats is not None and set(map(str, labels.categories)) <= set(network_cats):
+    if network_cats is not None and labels_as_learnt(adata, groupby, network_cats):
         cats = network_cats
         return GroupNetwork(model, model.cluster_net, cats, labels, X, None, _batch_shift(adata, model, X, key))
     cats = [str(c) for c in labels.categories]

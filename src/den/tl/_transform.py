@@ -15,7 +15,7 @@ from den._model import DENModel
 from den._utils import check_copy, make_actual
 
 from ._batches import query_batches, training_batches
-from ._cluster_results import cluster_columns, relabel, write_clusters
+from ._cluster_results import cluster_columns, labels_as_learnt, relabel, write_clusters
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -117,9 +117,9 @@ def _annotation(reference, model: DENModel, key: str, cluster_key: str, device: 
     if not hasattr(reference, "obs") or cluster_key not in reference.obs:
         return None
     network = [str(c) for c in model.cluster_config["categories"]]
-    current = reference.obs[cluster_key]
-    if set(current.dropna().astype(str)) <= set(network):
+    if labels_as_learnt(reference, cluster_key, network):
         return None
+    current = reference.obs[cluster_key]
     X = trained_matrix(reference, model.config.get("layer"))
     batches = training_batches(reference, model, key)
     own = model.predict_proba(X, reference.var_names, device=device, check=False, batches=batches).argmax(1)
