@@ -637,8 +637,9 @@ def test_estimator_without_clusters_cannot_predict():
     est = den.DEN(n_epochs=2, cluster=False).fit(X_GOOD)
     with pytest.raises(ValueError, match="no clustering network"):
         est.predict(X_GOOD)
-    with pytest.raises(ValueError, match="no label head"):
-        est.predict_labels_proba(X_GOOD)
+    for method in (est.predict_labels_proba, est.predict_labels):
+        with pytest.raises(ValueError, match="no label head"):
+            method(X_GOOD)
 
 
 # --- the CLI ---------------------------------------------------------------------------------------------------------

@@ -308,7 +308,8 @@ class DEN(ClusterMixin, TransformerMixin, BaseEstimator):
 
     def predict_labels(self, X) -> np.ndarray:
         """The semi-supervised label of each sample, from the label head."""
-        return self.classes_[self.predict_labels_proba(X).argmax(1)]
+        proba = self.predict_labels_proba(X)  # first: it says why when the fit had no labels
+        return self.classes_[proba.argmax(1)]
 
     def explain(self, X, *, n_background: int = 200, random_state: int = 0) -> np.ndarray:
         """SHAP values of each sample's own cluster logit, feature by feature (pixels for images).
