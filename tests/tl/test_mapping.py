@@ -314,6 +314,24 @@ def test_query_plot(split):
         den.pl.query(query, ad.AnnData(np.zeros((3, 2), np.float32)), show=False)
 
 
+def test_query_plot_takes_the_references_colours_and_order(split):
+    from matplotlib.colors import to_rgba
+
+    ref, query = split
+    ref.obs["code"] = pd.Categorical(ref.obs["cell_type"].astype(str).str[-1].astype(int) * 5)  # 0, 5, 10, 15
+    ref.uns["code_colors"] = ["#111111", "#222222", "#333333", "#444444"]  # as scanpy's plots leave them
+    query = query[query.obs["cell_type"].astype(str).isin(["type2", "type3"])].copy()  # no 0 or 5 cells
+    query.obs["code"] = query.obs["cell_type"].astype(str).str[-1].astype(int) * 5
+    den.tl.transform(query, ref)
+    ax = den.pl.query(query, ref, color="code", show=False)
+    drawn = {c.get_label(): to_rgba(c.get_facecolor()[0]) for c in ax.collections[1:]}
+    assert drawn == {"10": to_rgba("#333333"), "15": to_rgba("#444444")}
+    query.obs["code"] = query.obs["code"].map({10: 10, 15: 2})  # 2: a label the reference lacks, after 10 by value
+    ax = den.pl.query(query, ref, color="code", show=False)
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["reference", "10", "2"]  # its order, then new ones
+    assert to_rgba(ax.collections[1].get_facecolor()[0]) == to_rgba("#333333")
+
+
 # --- batch centring: queries from new batches -------------------------------------------------------------------
 
 

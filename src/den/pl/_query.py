@@ -60,7 +60,7 @@ def query(
         ax.scatter(
             ref_xy[:, 0], ref_xy[:, 1], s=size / 3, c="#d9d9d9", linewidths=0, rasterized=True, label="reference"
         )
-        _draw(ax, xy, v, size)
+        _draw(ax, xy, v, size, None if c is None else _reference_colours(reference, c))
         ax.set_title("query" if c is None else f"query: {c}")
         ax.set_xticks([])
         ax.set_yticks([])
@@ -80,20 +80,37 @@ def _values(adata: AnnData, key: str) -> pd.Series:
     raise KeyError(msg)
 
 
-def _draw(ax, xy: np.ndarray, values: pd.Series | None, size: float) -> None:
+def _reference_colours(reference: AnnData, key: str) -> dict[str, object] | None:
+    """The reference's categories of ``key`` in its order, with its colours (``uns[key + '_colors']``) if set."""
+    col = reference.obs.get(key)
+    if col is None or not isinstance(col.dtype, pd.CategoricalDtype):
+        return None
+    names = [str(c) for c in col.cat.categories]
+    colours = reference.uns.get(f"{key}_colors")
+    if colours is None or len(colours) != len(names):
+        return dict.fromkeys(names)
+    return dict(zip(names, colours, strict=True))
+
+
+def _draw(ax, xy: np.ndarray, values: pd.Series | None, size: float, reference: dict | None = None) -> None:
+    """The query's points; categories in the reference's order and colours (``reference``), new ones after."""
     import matplotlib.pyplot as plt
 
     if values is None:
         ax.scatter(xy[:, 0], xy[:, 1], s=size, c="#d62728", linewidths=0, rasterized=True)
         return
-    if isinstance(values.dtype, pd.CategoricalDtype) or values.dtype == object or values.dtype == bool:
-        cats = pd.Categorical(values.astype(str))
-        palette = plt.get_cmap("tab20" if len(cats.categories) > 10 else "tab10")
-        for i, cat in enumerate(cats.categories):
-            m = np.asarray(cats == cat)
-            ax.scatter(
-                xy[m, 0], xy[m, 1], s=size, color=palette(i % palette.N), linewidths=0, label=cat, rasterized=True
-            )
+    own_categories = isinstance(values.dtype, pd.CategoricalDtype)
+    if own_categories or not pd.api.types.is_numeric_dtype(values) or values.dtype == bool or reference is not None:
+        text = values.astype(str).to_numpy()
+        known = list(reference or {})
+        own = [str(c) for c in values.cat.categories] if own_categories else sorted(set(text), key=_natural)
+        order = known + [c for c in own if c not in known]
+        present = [c for c in order if (text == c).any()]
+        palette = plt.get_cmap("tab20" if len(order) > 10 else "tab10")
+        for cat in present:
+            m = text == cat
+            colour = (reference or {}).get(cat) or palette(order.index(cat) % palette.N)
+            ax.scatter(xy[m, 0], xy[m, 1], s=size, color=colour, linewidths=0, label=cat, rasterized=True)
         ax.legend(
             frameon=False, fontsize=7, markerscale=max(1.0, 6 / size**0.5), loc="center left", bbox_to_anchor=(1, 0.5)
         )
@@ -102,3 +119,11 @@ def _draw(ax, xy: np.ndarray, values: pd.Series | None, size: float) -> None:
     order = np.argsort(v)  # high values on top
     points = ax.scatter(xy[order, 0], xy[order, 1], s=size, c=v[order], cmap="viridis", linewidths=0, rasterized=True)
     ax.figure.colorbar(points, ax=ax, fraction=0.046, pad=0.02)
+
+
+def _natural(name: str) -> tuple:
+    """Sort key: numbers by value (2 before 10), then text."""
+    try:
+        return (0, float(name), "")
+    except ValueError:
+        return (1, 0.0, name)

@@ -36,8 +36,11 @@ def transform(
     """Embed (and assign to clusters) new cells with a trained DEN model.
 
     Each cell is mapped on its own by the network in evaluation mode, so its
-    coordinates never depend on which other cells are in the query. Genes are
-    matched by name and reordered as needed.
+    coordinates never depend on which other cells are in the query, except with a
+    batch-centring model (``embed(batch_key=..., batch_centering=True)``): there each
+    query batch is centred on its own mean, which assumes the batch holds a mix of
+    the cell types like the reference's batches (a batch of one sorted population
+    is moved). Genes are matched by name and reordered as needed.
 
     Parameters
     ----------
