@@ -109,6 +109,17 @@ def check_unique_cells(adata: AnnData) -> None:
         raise ValueError(msg)
 
 
+def label_order(column: pd.Series) -> list[str]:
+    """The labels in the reference's order: a categorical's own, numbers by value, else alphabetical."""
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        present = set(column.astype(str))
+        return [str(c) for c in column.cat.categories if str(c) in present]
+    try:
+        return list(dict.fromkeys(str(v) for v in sorted(pd.unique(column))))
+    except TypeError:  # mixed types
+        return sorted(set(column.astype(str)))
+
+
 def iter_rows(X, chunk: int = CHUNK_ROWS, idx: np.ndarray | None = None) -> Iterator[np.ndarray]:
     """Yield dense float32 blocks of rows of ``X`` (all rows, or ``idx``)."""
     n = X.shape[0] if idx is None else len(idx)

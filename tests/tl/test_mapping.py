@@ -183,7 +183,7 @@ def test_transferred_labels_keep_the_reference_values(split, to_value, tmp_path)
 
 
 def test_label_order_follows_the_reference():
-    from den.tl._mapping import _label_order
+    from den._data import label_order as _label_order
 
     cats = pd.Series(pd.Categorical(["B", "T", "B"], categories=["T", "NK", "B"]))
     assert _label_order(cats) == ["T", "B"]  # the categorical's order, unused categories left out

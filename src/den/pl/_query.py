@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from den._data import label_order
 from den.pl._utils import finish
 
 if TYPE_CHECKING:
@@ -99,12 +100,11 @@ def _draw(ax, xy: np.ndarray, values: pd.Series | None, size: float, reference: 
     if values is None:
         ax.scatter(xy[:, 0], xy[:, 1], s=size, c="#d62728", linewidths=0, rasterized=True)
         return
-    own_categories = isinstance(values.dtype, pd.CategoricalDtype)
-    if own_categories or not pd.api.types.is_numeric_dtype(values) or values.dtype == bool or reference is not None:
+    categorical = isinstance(values.dtype, pd.CategoricalDtype) or not pd.api.types.is_numeric_dtype(values)
+    if categorical or values.dtype == bool or reference is not None:
         text = values.astype(str).to_numpy()
         known = list(reference or {})
-        own = [str(c) for c in values.cat.categories] if own_categories else sorted(set(text), key=_natural)
-        order = known + [c for c in own if c not in known]
+        order = known + [c for c in label_order(values) if c not in known]
         present = [c for c in order if (text == c).any()]
         palette = plt.get_cmap("tab20" if len(order) > 10 else "tab10")
         for cat in present:
@@ -119,11 +119,3 @@ def _draw(ax, xy: np.ndarray, values: pd.Series | None, size: float, reference: 
     order = np.argsort(v)  # high values on top
     points = ax.scatter(xy[order, 0], xy[order, 1], s=size, c=v[order], cmap="viridis", linewidths=0, rasterized=True)
     ax.figure.colorbar(points, ax=ax, fraction=0.046, pad=0.02)
-
-
-def _natural(name: str) -> tuple:
-    """Sort key: numbers by value (2 before 10), then text."""
-    try:
-        return (0, float(name), "")
-    except ValueError:
-        return (1, 0.0, name)

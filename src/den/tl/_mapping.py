@@ -12,7 +12,7 @@ from scanpy import logging as logg
 from torch import nn
 
 from den._classifier import train_classifier
-from den._data import check_query_scale, get_matrix, trained_matrix
+from den._data import check_query_scale, get_matrix, label_order, trained_matrix
 from den._model import DENModel
 from den._utils import check_copy, check_random_state, make_actual, predict, softmax
 
@@ -146,7 +146,7 @@ def _reference_labels(reference: AnnData, obs: str) -> tuple[np.ndarray, list[st
     column = reference.obs[obs]
     known = column.notna().to_numpy()
     values = column.astype(str).to_numpy()
-    categories = _label_order(column[known])
+    categories = label_order(column[known])
     if len(categories) < 2:
         msg = f"reference.obs[{obs!r}] holds {len(categories)} label(s); transferring needs at least 2."
         raise ValueError(msg)
@@ -160,17 +160,6 @@ def _reference_labels(reference: AnnData, obs: str) -> tuple[np.ndarray, list[st
         raise ValueError(msg)
     codes = pd.Categorical(np.where(known, values, None), categories=categories).codes.astype(np.int64)
     return codes, categories
-
-
-def _label_order(column: pd.Series) -> list[str]:
-    """The labels in the reference's order: a categorical's own, numbers by value, else alphabetical."""
-    if isinstance(column.dtype, pd.CategoricalDtype):
-        present = set(column.astype(str))
-        return [str(c) for c in column.cat.categories if str(c) in present]
-    try:
-        return list(dict.fromkeys(str(v) for v in sorted(pd.unique(column))))
-    except TypeError:  # mixed types
-        return sorted(set(column.astype(str)))
 
 
 def _as_reference_values(labels: pd.Categorical, column: pd.Series) -> pd.Categorical:
