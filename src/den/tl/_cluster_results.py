@@ -50,20 +50,30 @@ def relabel(clusters: dict, network_names: Sequence[str], names: dict[str, str],
     }
 
 
-def labels_as_learnt(adata: AnnData, key: str, network: Sequence[str]) -> bool:
-    """Whether every labelled cell of ``adata.obs[key]`` still carries the clustering network's name for it.
+def written_labels(adata: AnnData, key: str, network: Sequence[str]) -> np.ndarray | None:
+    """The network's name for every cell, as :func:`write_clusters` wrote it, or ``None``.
 
-    The network's names are those :func:`write_clusters` wrote: the largest column of
-    ``obsm[key + '_proba']``. ``False`` when the labels were edited since (renamed, merged, or
-    names reused for other cells) or the probabilities are missing.
+    The name is that of the largest column of ``obsm[key + '_proba']``; ``None`` when those
+    probabilities are missing or of another shape.
     """
     proba = adata.obsm.get(f"{key}_proba")
     if proba is None or np.shape(proba) != (adata.n_obs, len(network)):
+        return None
+    return np.asarray([str(c) for c in network])[np.asarray(proba).argmax(1)]
+
+
+def labels_as_learnt(adata: AnnData, key: str, network: Sequence[str]) -> bool:
+    """Whether every labelled cell of ``adata.obs[key]`` still carries the clustering network's name for it.
+
+    ``False`` when the labels were edited since (renamed, merged, or names reused for other
+    cells) or the network's names cannot be read back (:func:`written_labels`).
+    """
+    written = written_labels(adata, key, network)
+    if written is None:
         return False
     current = adata.obs[key]
     known = current.notna().to_numpy()
-    written = np.asarray([str(c) for c in network])[np.asarray(proba)[known].argmax(1)]
-    return bool((written == current[known].astype(str).to_numpy()).all())
+    return bool((written[known] == current[known].astype(str).to_numpy()).all())
 
 
 def write_clusters(adata: AnnData, clusters: dict, key: str) -> None:

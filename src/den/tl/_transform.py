@@ -15,7 +15,7 @@ from den._model import DENModel
 from den._utils import check_copy, make_actual
 
 from ._batches import query_batches, training_batches
-from ._cluster_results import cluster_columns, labels_as_learnt, relabel, write_clusters
+from ._cluster_results import cluster_columns, labels_as_learnt, relabel, write_clusters, written_labels
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -123,11 +123,14 @@ def _annotation(reference, model: DENModel, key: str, cluster_key: str, device: 
     if labels_as_learnt(reference, cluster_key, network):
         return None
     current = reference.obs[cluster_key]
-    X = trained_matrix(reference, model.config.get("layer"))
-    batches = training_batches(reference, model, key)
-    own = model.predict_proba(X, reference.var_names, device=device, check=False, batches=batches).argmax(1)
+    own = written_labels(reference, cluster_key, network)
+    if own is None:  # the probabilities are gone: ask the network
+        X = trained_matrix(reference, model.config.get("layer"))
+        batches = training_batches(reference, model, key)
+        proba = model.predict_proba(X, reference.var_names, device=device, check=False, batches=batches)
+        own = np.asarray(network)[proba.argmax(1)]
     known = current.notna().to_numpy()  # cells without a label say nothing about the names
-    table = pd.crosstab(np.asarray(network)[own][known], current[known].astype(str).to_numpy())
+    table = pd.crosstab(own[known], current[known].astype(str).to_numpy())
     if (table.max(1) < 0.95 * table.sum(1)).any():
         warnings.warn(
             f"reference.obs[{cluster_key!r}] was edited since `den.tl.cluster` beyond renaming or merging clusters; "
