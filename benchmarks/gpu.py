@@ -9,7 +9,7 @@ placing every cell), peak GPU memory (``torch.cuda.max_memory_allocated`` of thi
 ``--devices`` > 1 the spawned ranks' memory is not counted), peak host RSS, the kNN-15 accuracy of
 the map and the cluster ARI against the known types. The goal (issue 14): 1,000,000 cells embedded in
 <= 3 min. Then, unless ``--no-steps``, the time of one training step by batch size (the embedding
-plan on 1,000,000 cells x 50 PCs in memory), to size a GPU's batches. ``--device cpu --n 20000`` checks
+plan on 1,000,000 cells x 50 PCs in memory), eager and replayed as a CUDA graph (den's default on a GPU). ``--device cpu --n 20000`` checks
 the script on a CPU.
 
     python benchmarks/gpu.py [--n 1000000] [--device cuda] [--devices 1] [--workers 8] [--no-steps | --steps-only]
@@ -108,6 +108,7 @@ def phase_timers(row: dict):
                 return fn(*a, **kw)
             finally:
                 row[key] = row.get(key, 0.0) + time.perf_counter() - t
+                print(f"  {key} {row[key]:.1f} s", flush=True)  # as each phase ends, in case a time limit cuts the run
 
         return wrapper
 
@@ -121,7 +122,10 @@ def phase_timers(row: dict):
 
 
 def step_times(device: str, n: int = 1_000_000, sizes=(512, 2048, 8192), steps: int = 300) -> list[dict]:
-    """Milliseconds per training step of den's embedding plan, by batch size (after 30 warm-up steps)."""
+    """Milliseconds per training step of den's embedding plan by batch size, eager and replayed as a CUDA graph.
+
+    Each timed run follows 30 warm-up steps; a graph run's own warm-up and capture are inside its timed steps.
+    """
     from den._pairs import PairSampler
     from den.nn import MLPEncoder
     from den.train import EmbeddingPlan, Runner, TensorSource
@@ -132,24 +136,37 @@ def step_times(device: str, n: int = 1_000_000, sizes=(512, 2048, 8192), steps: 
     near = (np.arange(n), rng.integers(0, n, n))
     rows = []
     for size in sizes:
-        gen = torch.Generator(device=dev).manual_seed(0)
-        body = MLPEncoder(50, 2, (128, 128), None).body.to(dev)
-        sampler = PairSampler(near, batch_size=size, n_far=128, far_rule="shared", generator=gen)
-        source = TensorSource(data, dev)
-        plan = EmbeddingPlan(
-            body, source, sampler, loss="contrastive", dof=1.0, min_dist=0.0, ignore=1.0, noise=0.1, generator=gen
-        )
-        plan.steps_per_epoch = lambda world_size=1: steps  # the runner's schedule length
-        runner = Runner(n_epochs=1, learning_rate=0.02, device=dev, progress_bar=False, desc="steps")
-        plan.batches = lambda s=sampler: _take(s.epoch(), 30)
-        runner.run(plan)  # warm-up
-        plan.batches = lambda s=sampler: _take(s.epoch(), steps)
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        runner.run(plan)  # ends with a host read of the loss: every step has run
-        ms = (time.perf_counter() - t) / steps * 1000
-        rows.append({"batch_size": size, "ms_per_step": ms, "pairs_per_s": size / ms * 1000})
+        row = {"batch_size": size}
+        for mode, capture in (("eager", None), ("graph", "cuda")):
+            gen = torch.Generator(device=dev).manual_seed(0)
+            body = MLPEncoder(50, 2, (128, 128), None).body.to(dev)
+            sampler = PairSampler(near, batch_size=size, n_far=128, far_rule="shared", generator=gen)
+            plan = EmbeddingPlan(
+                body,
+                TensorSource(data, dev),
+                sampler,
+                loss="contrastive",
+                dof=1.0,
+                min_dist=0.0,
+                ignore=1.0,
+                noise=0.1,
+                generator=gen,
+            )
+            plan.steps_per_epoch = lambda world_size=1: steps  # the runner's schedule length
+            runner = Runner(n_epochs=1, learning_rate=0.02, device=dev, progress_bar=False, desc="steps")
+            runner.capture = capture
+            plan.batches = lambda s=sampler: _take(s.epoch(), 30)
+            runner.run(plan)  # warm-up
+            plan.batches = lambda s=sampler: _take(s.epoch(), steps)
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+            loss = runner.run(plan)[-1]  # ends with a host read of the loss: every step has run
+            row[f"{mode}_ms"] = (time.perf_counter() - t) / steps * 1000
+            row[f"{mode}_loss"] = loss
+        row["graph_speedup"] = row["eager_ms"] / row["graph_ms"]
+        row["graph_pairs_per_s"] = size / row["graph_ms"] * 1000
+        rows.append(row)
     return rows
 
 

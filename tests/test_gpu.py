@@ -6,6 +6,7 @@ Skipped without CUDA (CI has none); run on a GPU machine with ``pytest tests/tes
 from __future__ import annotations
 
 import copy
+import warnings
 
 import numpy as np
 import pytest
@@ -17,7 +18,8 @@ from sklearn.neighbors import KNeighborsClassifier
 
 import den
 from den._loss import add_rows
-from den._pairs import PairSampler
+from den._pairs import PairSampler, exact_knn
+from den.train import _runner
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -109,6 +111,30 @@ def test_a_seed_repeats_a_cuda_run(digits, encoder, kwargs, labelled):
         np.testing.assert_array_equal(runs[0].labels_, runs[1].labels_)
     if labelled:
         np.testing.assert_array_equal(runs[0].predict_labels(X), runs[1].predict_labels(X))
+
+
+def test_cuda_graph_steps_train_as_eager_steps(digits, monkeypatch):
+    X, y = digits
+    captures, capture = [], _runner.cuda_capture
+    monkeypatch.setattr(_runner, "cuda_capture", lambda step: (captures.append(1), capture(step))[1])
+    settings = {"device": "cuda", "cluster": False, "random_state": 0}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        graphed = den.DEN(**settings).fit(X).embedding_
+    assert len(captures) == 1  # the embedding's steps are replayed by default ...
+    assert not [w for w in caught if "Training eagerly" in str(w.message)]  # ... from a capture that worked
+    monkeypatch.setattr(_runner.Runner, "_capture", lambda self, plan, world: None)
+    eager = den.DEN(**settings).fit(X).embedding_
+    np.testing.assert_allclose(graphed, eager, rtol=1e-4, atol=1e-3)
+    assert _knn_accuracy(graphed, y) >= 0.95
+
+
+def test_exact_knn_on_cuda_matches_the_cpu():
+    rep = np.random.default_rng(0).normal(size=(5000, 50)).astype(np.float32)  # no ties, unlike digits' pixels
+    idx, dist = exact_knn(rep, 16, torch.device("cuda"))
+    idx_cpu, dist_cpu = exact_knn(rep, 16, torch.device("cpu"))
+    assert (idx == idx_cpu).mean() >= 0.999  # ties may order differently
+    np.testing.assert_allclose(dist[:, 1:], dist_cpu[:, 1:], rtol=1e-3)
 
 
 def test_semi_supervised_on_cuda(digits):

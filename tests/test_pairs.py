@@ -5,6 +5,7 @@ import pickle
 import numpy as np
 import torch
 
+from den import _pairs
 from den._pairs import (
     PairSampler,
     drop_label_conflicts,
@@ -25,6 +26,32 @@ def test_knn_is_exact_and_excludes_self(rng):
     np.fill_diagonal(full, np.inf)
     np.testing.assert_array_equal(np.sort(idx, 1), np.sort(np.argsort(full, 1)[:, :7], 1))
     np.testing.assert_allclose(dist, np.sort(full, 1)[:, :7], rtol=1e-4)
+
+
+def test_blocked_exact_knn_matches_the_exact_search(rng, monkeypatch):
+    monkeypatch.setattr(_pairs, "KNN_BLOCK_ROWS", 64)  # several blocks and a short last one
+    x = rng.normal(5, 1, size=(300, 5)).astype(np.float32)  # off-centre, as PCs of a subset are
+    idx, dist = _pairs.exact_knn(x, 8, torch.device("cpu"))
+    full = np.linalg.norm(x[:, None] - x[None], axis=2)
+    np.testing.assert_array_equal(idx, np.argsort(full, 1, kind="stable")[:, :8])  # itself first
+    np.testing.assert_allclose(dist[:, 1:], np.sort(full, 1)[:, 1:8], rtol=1e-4)
+    assert dist[:, 0].max() < 1e-2  # itself: sqrt of a float32 rounding error
+
+
+def test_large_graphs_are_searched_exactly_on_a_cuda_device(rng, monkeypatch):
+    monkeypatch.setattr(_pairs, "EXACT_KNN_MAX_CELLS", 100)
+    calls = []
+    monkeypatch.setattr(_pairs, "exact_knn", lambda rep, k, device: (calls.append(device), _exact(rep, k))[1])
+    x = rng.normal(size=(300, 5)).astype(np.float32)
+    idx, _ = knn(x, 7, device=torch.device("cuda"))
+    assert calls == [torch.device("cuda")]
+    np.testing.assert_array_equal(idx, _exact(x, 8)[0][:, 1:])  # the graph without each cell itself
+
+
+def _exact(x, k):
+    full = np.linalg.norm(x[:, None] - x[None], axis=2)
+    order = np.argsort(full, 1, kind="stable")[:, :k]
+    return order, np.take_along_axis(full, order, 1)
 
 
 def test_mutual_pairs_plus_closest():

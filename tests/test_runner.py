@@ -44,10 +44,10 @@ def test_cosine_schedule_spans_every_step(monkeypatch):
     seen = []
     make = _runner.adam
 
-    def recording_adam(params, learning_rate, device):
-        opt = make(params, learning_rate, device)
+    def recording_adam(params, learning_rate, device, **kwargs):
+        opt = make(params, learning_rate, device, **kwargs)
         step = opt.step
-        opt.step = lambda: (seen.append(opt.param_groups[0]["lr"]), step())[1]
+        opt.step = lambda: (seen.append(float(opt.param_groups[0]["lr"])), step())[1]
         return opt
 
     monkeypatch.setattr(_runner, "adam", recording_adam)

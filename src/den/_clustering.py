@@ -17,6 +17,7 @@ from ._embedding import representation
 from ._model import DENModel
 from ._pairs import knn
 from ._spectral import Spectrum, discover_clusters, merge_clusters, spectral_labels
+from ._utils import get_device
 
 
 @dataclass
@@ -101,7 +102,8 @@ def fit_clusters(
     front = np.concatenate(list(model.front_blocks(features.X, features.var_names, batches=batches)))
     if rep is None:
         rep = front if model.encoder.projection is not None else representation(features, None, seed)
-    graph, _ = knn(rep, cluster_neighbors(config.n_neighbors, features.n), random_state=seed)
+    k = cluster_neighbors(config.n_neighbors, features.n)
+    graph, _ = knn(rep, k, random_state=seed, device=get_device(config.device))
     emb = np.asarray(embedding, dtype=np.float64)
     labels, spectrum, n_spectral = find_clusters(emb, graph, config, model.kernel, seed)
     if labels.max() == 0 and config.n_clusters is None:

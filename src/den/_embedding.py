@@ -267,7 +267,7 @@ def pair_sampler(rep, config: EmbedConfig, k: int, *, seed, generator, labels, b
     With ``labels``, near pairs across two known labels are dropped and same-label pairs join them.
     """
     if batches is None:
-        knn_idx, knn_dist = knn(rep, k, random_state=seed)
+        knn_idx, knn_dist = knn(rep, k, random_state=seed, device=generator.device)
     else:
         knn_idx, knn_dist = batch_balanced_knn(rep, batches, k)
     near = knn_pairs(knn_idx) if config.loss == "contrastive" else mutual_pairs(knn_idx, min_neighbors=1)

@@ -259,7 +259,10 @@ class _BatchContrastive(torch.autograd.Function):
         # 1 + c d2 = (1 + c |o|^2) + c |n|^2 - 2 c o.n, built in one matrix
         base = (1 + c * (out * out).sum(1))[:, None] + (c * (neg * neg).sum(1))[None, :]
         t = torch.addmm(base, out, neg.T, alpha=-2 * c).clamp_min_(1)
-        t[far, torch.arange(len(far), device=out.device)] = math.inf  # a row is never its own far partner
+        # a row is never its own far partner; index_fill_ takes the value as a kernel argument, where
+        # t[far, j] = inf would copy it from the host (a sync per step, and no CUDA graph capture)
+        m = len(far)
+        t.view(-1).index_fill_(0, far * m + torch.arange(m, device=out.device), math.inf)
         q = t.reciprocal_()
         w, w_near = _power(q, half), _power(q_near, half)
         z = w_near + w.sum(1)

@@ -250,7 +250,7 @@ def test_input_noise_is_relative_to_the_neighbour_spacing():
     import torch
 
     from den._embedding import noise_scale
-    from den._pairs import PairSampler
+    from den._pairs import PairBatch, PairSampler
     from den.train import EmbeddingPlan, TensorSource
 
     rng = np.random.default_rng(0)
@@ -274,7 +274,8 @@ def test_input_noise_is_relative_to_the_neighbour_spacing():
             noise=sigma,
             generator=gen,
         )
-        delta = plan._inputs(rows).numpy() - x
+        staged_rows, _, eps = plan.stage(PairBatch(rows, torch.arange(4)))
+        delta = plan.inputs(staged_rows, eps).numpy() - x
         assert np.isclose(delta.std(), sigma, rtol=0.05, atol=1e-7)
 
 

@@ -11,6 +11,8 @@ from torch import nn
 from den._loss import batch_contrastive_loss, pair_loss
 from den._utils import PicklableGenerators
 
+from ._sources import TensorSource
+
 
 class EmbeddingPlan(PicklableGenerators):
     """The Siamese embedding: near pairs pulled, far pairs pushed, optional label head.
@@ -92,22 +94,45 @@ class EmbeddingPlan(PicklableGenerators):
     def batches(self, rank: int = 0, world_size: int = 1):
         return self.sampler.epoch(rank, world_size)
 
-    def _inputs(self, rows: torch.Tensor) -> torch.Tensor:
-        x = self.source.gather(rows)
+    @property
+    def capture_safe(self) -> bool:
+        """Whether :meth:`compute` can be captured as a CUDA graph (:mod:`den.train._graphs`).
+
+        The contrastive loss of an MLP body (the layers checked on a GPU) on rows held on the
+        device, without a label head (its unlabelled-batch check reads the device).
+        """
+        mlp = all(isinstance(m, (nn.Sequential, nn.Linear, nn.ReLU)) for m in self.body.modules())
+        return mlp and self.kind == "contrastive" and self.label_head is None and isinstance(self.source, TensorSource)
+
+    @property
+    def full_rows(self) -> int:
+        """Rows of a full batch (both ends of ``batch_size`` near pairs)."""
+        return 2 * self.sampler.batch_size
+
+    def stage(self, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """A batch's rows, far partners and input noise (drawn here, after the sampler's far partners)."""
+        eps = None
         if self.noise > 0:
             gen = self.generator
-            eps = torch.randn(x.shape, generator=gen, dtype=x.dtype, device=gen.device).to(x.device)
-            x = x.add_(eps, alpha=self.noise)  # gather returned a copy
+            eps = torch.randn((len(batch.rows), *self.source.row_shape), generator=gen, device=gen.device)
+        return batch.rows, batch.far, eps
+
+    def inputs(self, rows: torch.Tensor, eps: torch.Tensor | None) -> torch.Tensor:
+        """The network inputs of ``rows``, with the staged noise ``eps`` (scaled by ``noise``) added."""
+        x = self.source.gather(rows)
+        if eps is not None:
+            x = x.add_(eps.to(x.device), alpha=self.noise)  # gather returned a copy
         return x
 
-    def loss(self, batch) -> torch.Tensor:
-        out = self.body(self._inputs(batch.rows))
+    def compute(self, rows: torch.Tensor, far: torch.Tensor, eps: torch.Tensor | None) -> torch.Tensor:
+        """The loss of staged rows, far partners and noise."""
+        out = self.body(self.inputs(rows, eps))
         if self.kind == "contrastive":
-            loss = batch_contrastive_loss(out, batch.far.to(out.device), dof=self.dof, min_dist=self.min_dist)
+            loss = batch_contrastive_loss(out, far.to(out.device), dof=self.dof, min_dist=self.min_dist)
         else:
-            b = len(batch.rows) // 2
+            b = len(rows) // 2
             d2_near = ((out[:b] - out[b:]) ** 2).sum(1)
-            far = batch.far.to(out.device)
+            far = far.to(out.device)
             d2_far = ((out[:b, None, :] - out[far]) ** 2).sum(2).reshape(-1)
             is_near = torch.arange(b + len(d2_far), device=out.device) < b
             loss, _ = pair_loss(
@@ -118,8 +143,11 @@ class EmbeddingPlan(PicklableGenerators):
                 min_dist=self.min_dist,
             )
         if self.label_head is not None:
-            loss = loss + self._label_loss(out, batch.rows)
+            loss = loss + self._label_loss(out, rows)
         return loss
+
+    def loss(self, batch) -> torch.Tensor:
+        return self.compute(*self.stage(batch))
 
     def _label_loss(self, out: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         y = self.labels[rows.to(self.labels.device)]

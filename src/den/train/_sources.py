@@ -20,6 +20,10 @@ class TensorSource:
     def __len__(self) -> int:
         return self.data.shape[0]
 
+    @property
+    def row_shape(self) -> tuple[int, ...]:
+        return tuple(self.data.shape[1:])
+
     def gather(self, idx: torch.Tensor) -> torch.Tensor:
         return self.data[idx.to(self.device)]
 
@@ -35,6 +39,10 @@ class MatrixSource:
 
     def __len__(self) -> int:
         return self.X.shape[0]
+
+    @property
+    def row_shape(self) -> tuple[int, ...]:
+        return (self.X.shape[1] if self.cols is None else len(self.cols),)
 
     def gather(self, idx: torch.Tensor) -> torch.Tensor:
         block = dense_rows(self.X, idx.cpu().numpy())
