@@ -54,6 +54,12 @@ def _exact(x, k):
     return order, np.take_along_axis(full, order, 1)
 
 
+def test_sorted_unique_is_numpys_unique(rng):
+    values = rng.integers(0, 50, 1000)
+    np.testing.assert_array_equal(_pairs.sorted_unique(values), np.unique(values))
+    assert _pairs.sorted_unique(np.zeros(0, np.int64)).shape == (0,)
+
+
 def test_mutual_pairs_plus_closest():
     # 0 <-> 1 mutual; 2's neighbour is 1, but 1's is 0: kept only as 2's closest partner
     knn_idx = np.array([[1], [0], [1], [2]])
