@@ -101,6 +101,17 @@ def test_missing_results_name_the_tool(small):
         den.pl.embedding(small, show=False)
 
 
+def test_a_one_dimensional_map_is_refused_before_drawing(full):
+    flat = full.copy()
+    flat.obsm["X_den"] = flat.obsm["X_den"][:, :1]
+    plt.close("all")
+    with pytest.raises(ValueError, match=r"obsm\['X_den'\] has 1 column .*n_components=2"):
+        den.pl.embedding(flat, color="den_clusters", show=False)
+    with pytest.raises(ValueError, match=r"reference.obsm\['X_den'\] has 1 column"):
+        den.pl.query(full, flat, show=False)
+    assert not plt.get_fignums()  # nothing drawn
+
+
 def test_docstrings_filled():
     for name in den.pl.__all__:
         doc = getattr(den.pl, name).__doc__

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from den.pl._utils import doc_plot_params, finish, new_axes, uns_entry
+from den.pl._utils import check_map_plottable, doc_plot_params, finish, new_axes, uns_entry
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -34,6 +34,7 @@ def embedding(adata: AnnData, *, basis: str = "den", **kwargs):
     if key not in adata.obsm:
         msg = f"adata.obsm has no {basis!r} or 'X_{basis}'. Run `den.tl.embed(adata)` first."
         raise KeyError(msg)
+    check_map_plottable(adata, key)
     return sc.pl.embedding(adata, basis=basis, **kwargs)
 
 

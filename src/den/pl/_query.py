@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from den._data import label_order
-from den.pl._utils import finish
+from den.pl._utils import check_map_plottable, finish
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -52,6 +52,7 @@ def query(
         if basis not in a.obsm:
             msg = f"{name}.obsm has no {basis!r}. Run den.tl.embed on the reference and den.tl.transform on the query."
             raise KeyError(msg)
+        check_map_plottable(a, basis, name)
     colors = [None] if color is None else [color] if isinstance(color, str) else list(color)
     values = [None if c is None else _values(adata, c) for c in colors]  # every key checked before drawing
     size = size or float(np.clip(12000 / max(adata.n_obs, 1), 2, 40))

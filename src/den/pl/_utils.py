@@ -57,3 +57,15 @@ def uns_entry(adata, key: str, tool: str) -> dict:
         msg = f"adata.uns[{key!r}] is not a result of den.tl.{tool}; pass the `key` of one."
         raise KeyError(msg)
     return entry
+
+
+def check_map_plottable(adata, key: str, name: str = "adata") -> None:
+    """An error before drawing when ``obsm[key]`` has fewer than two columns (``n_components=1``)."""
+    n_dims = adata.obsm[key].shape[1]
+    if n_dims < 2:
+        msg = (
+            f"{name}.obsm[{key!r}] has {n_dims} column (a map embedded with n_components={n_dims}); den's map "
+            "plots draw two. Embed with n_components=2 to plot it, or plot the coordinate against a covariate "
+            "yourself (e.g. with scanpy.pl.scatter after copying it to .obs)."
+        )
+        raise ValueError(msg)
