@@ -85,6 +85,18 @@ def test_marker_dotplot(full):
     plt.close("all")
 
 
+def test_marker_dotplot_names_categories_without_cells(full):
+    ghost = full.copy()
+    col = ghost.obs["den_clusters"]
+    ghost.obs["den_clusters"] = col.cat.add_categories(["ghost"])
+    plt.close("all")
+    with pytest.raises(ValueError, match=r"categories without cells \(\['ghost'\]\).*remove_unused_categories"):
+        den.pl.marker_features(ghost, kind="dotplot", dendrogram=False, show=False)
+    assert not plt.get_fignums()
+    assert isinstance(den.pl.marker_features(ghost, show=False), Axes)  # the heatmap reads den's result only
+    plt.close("all")
+
+
 def test_marker_heatmap_rejects_dotplot_options(full):
     with pytest.raises(TypeError, match="kind='dotplot'"):
         den.pl.marker_features(full, dendrogram=False, show=False)

@@ -65,6 +65,7 @@ def marker_features(
     if kind == "dotplot":
         import scanpy as sc
 
+        _check_no_empty_groups(adata, entry["params"]["groupby"])
         return sc.pl.rank_genes_groups_dotplot(
             adata, key=key, n_genes=n_genes, groups=groups, ax=ax, show=show, return_fig=return_fig, **kwargs
         )
@@ -79,6 +80,20 @@ def marker_features(
     ax.set_title("mean SHAP of each group's logit")
     fig.colorbar(im, ax=ax, fraction=0.04, pad=0.02, label="mean SHAP")
     return finish(fig, ax, show=show, return_fig=return_fig)
+
+
+def _check_no_empty_groups(adata: AnnData, groupby: str) -> None:
+    """An error before drawing when ``groupby`` has categories without cells (scanpy's dotplot fails on them)."""
+    col = adata.obs.get(groupby)
+    if col is None or not isinstance(col.dtype, pd.CategoricalDtype):
+        return
+    if empty := [str(c) for c, n in col.value_counts(sort=False).items() if n == 0]:
+        msg = (
+            f"adata.obs[{groupby!r}] has categories without cells ({empty}), which scanpy's dotplot cannot draw. "
+            f"Drop them with `adata.obs[{groupby!r}] = adata.obs[{groupby!r}].cat.remove_unused_categories()`, "
+            "or use kind='heatmap'."
+        )
+        raise ValueError(msg)
 
 
 def _explanation(values, base, data, genes):
