@@ -1,7 +1,7 @@
 """Training steps replayed as a CUDA graph: one launch per step instead of about a hundred.
 
 den's networks are small, so on a GPU a step's time is the launching of its kernels, not their
-arithmetic (1,000,000 cells: 2.6-2.8 ms per step whatever the batch size, docs: benchmarks, "GPU").
+arithmetic (an H200: 3.4 ms per eager step whatever the batch size, 0.32 ms replayed; docs: benchmarks, "GPU").
 A plan whose step is *capture-safe* (no host synchronisation, fixed shapes) splits it into
 ``stage(batch)``, the random draws and indices, made eagerly in the same order as an eager step, and
 ``compute(*staged)``, the loss from those tensors alone. :class:`GraphedSteps` runs the first
