@@ -79,6 +79,9 @@ def pipeline(path: Path, args) -> dict:
     row["train_s"] = float(np.sum(adata.uns["den"]["history"]["seconds"]))
     row["place_s"] = row["embed_s"] - sum(row[k] for k in ("pca_layer_s", "knn_pairs_s", "train_call_s"))
     row["n_epochs"] = int(adata.uns["den"]["fit"]["n_epochs"])
+    truth = adata.obs["group"].to_numpy()
+    sample = np.random.default_rng(0).choice(adata.n_obs, min(20_000, adata.n_obs), replace=False)
+    row["knn_acc"] = knn_accuracy(adata.obsm["X_den"][sample], truth[sample])
     print(f"embedded: {row}", flush=True)  # before clustering, in case a time limit ends the run there
     t = time.perf_counter()
     den.tl.cluster(adata, device=args.device, progress_bar=False)
@@ -86,9 +89,6 @@ def pipeline(path: Path, args) -> dict:
     if torch.cuda.is_available():
         row["peak_gpu_gib"] = torch.cuda.max_memory_allocated() / 2**30
     row["peak_rss_gib"] = rss_gib("VmHWM")
-    truth = adata.obs["group"].to_numpy()
-    sample = np.random.default_rng(0).choice(adata.n_obs, min(20_000, adata.n_obs), replace=False)
-    row["knn_acc"] = knn_accuracy(adata.obsm["X_den"][sample], truth[sample])
     row["ari"] = adjusted_rand_score(truth, adata.obs["den_clusters"])
     row["k"] = adata.obs["den_clusters"].nunique()
     row["embed_goal_s"] = 180
