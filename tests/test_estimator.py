@@ -241,3 +241,20 @@ def test_feature_names(blobs, tmp_path):
     with pytest.warns(UserWarning, match="does not have valid feature names"):
         est.transform(blobs[0])
     assert not hasattr(den.DEN(**FAST).fit(blobs[0]), "feature_names_in_")
+
+
+def test_fit_searches_the_neighbour_graph_once(blobs, monkeypatch):
+    """The clustering reuses the embedding's kNN graph (same representation, same k): one search, same clusters."""
+    from den import _clustering, _embedding
+
+    X, _ = blobs
+    calls = []
+    for module in (_clustering, _embedding):
+        search = module.knn
+        monkeypatch.setattr(module, "knn", lambda *a, _s=search, **kw: (calls.append(1), _s(*a, **kw))[1])
+    once = den.DEN(n_epochs=3, random_state=0, progress_bar=False).fit(X)
+    assert len(calls) == 1
+    monkeypatch.setattr(_clustering, "cluster_neighbors", lambda k, n: 14)  # another k: a search of its own
+    again = den.DEN(n_epochs=3, random_state=0, progress_bar=False).fit(X)
+    assert len(calls) == 3
+    np.testing.assert_array_equal(once.embedding_, again.embedding_)

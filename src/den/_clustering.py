@@ -91,19 +91,22 @@ def fit_clusters(
     rep: np.ndarray | None = None,
     batches: np.ndarray | None = None,
     progress_bar: bool = True,
+    graph: np.ndarray | None = None,
 ) -> ClusterFit:
     """Find clusters on ``embedding`` without k and attach a network that assigns new cells to them.
 
     ``rep`` is the representation the embedding's kNN graph was built on; ``None``: the
     model's PCA layer outputs (or, without that layer, a PCA of the features); ``batches``: each
-    cell's batch, for a batch-centring model. See
+    cell's batch, for a batch-centring model; ``graph``: ``rep``'s kNN graph as the embedding
+    built it, reused when it has as many neighbours as the clustering's (the same search). See
     :func:`den.tl.cluster` for the method.
     """
     front = np.concatenate(list(model.front_blocks(features.X, features.var_names, batches=batches)))
     if rep is None:
         rep = front if model.encoder.projection is not None else representation(features, None, seed)
     k = cluster_neighbors(config.n_neighbors, features.n)
-    graph, _ = knn(rep, k, random_state=seed, device=get_device(config.device))
+    if graph is None or graph.shape[1] != k:
+        graph, _ = knn(rep, k, random_state=seed, device=get_device(config.device))
     emb = np.asarray(embedding, dtype=np.float64)
     labels, spectrum, n_spectral = find_clusters(emb, graph, config, model.kernel, seed)
     if labels.max() == 0 and config.n_clusters is None:

@@ -245,7 +245,14 @@ class DEN(ClusterMixin, TransformerMixin, BaseEstimator):
             self.classes_ = np.asarray(classes, dtype=object if isinstance(classes[0], str) else None)
         if self.cluster:
             result = fit_clusters(
-                self.model_, features, self.embedding_, cluster, seed=seed, rep=fit.rep, progress_bar=self.progress_bar
+                self.model_,
+                features,
+                self.embedding_,
+                cluster,
+                seed=seed,
+                rep=fit.rep,
+                progress_bar=self.progress_bar,
+                graph=fit.graph,
             )
             self.labels_ = result.proba.argmax(1).astype(np.int64)
             self.n_clusters_ = len(result.categories)
