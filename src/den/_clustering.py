@@ -118,5 +118,5 @@ def fit_clusters(
             stacklevel=3,
         )
     history = train_cluster_net(model, front, labels, config, seed, progress_bar)
-    proba = model.predict_proba(features.X, features.var_names, device=config.device, check=False, batches=batches)
+    proba = model.proba_of_front([front], device=config.device)  # the front computed above: no second pass over X
     return ClusterFit(labels, proba, list(model.cluster_config["categories"]), spectrum, n_spectral, history)

@@ -295,9 +295,13 @@ class DENModel:
             raise ValueError(msg)
         if check:
             X = self.checked(X, var_names)
+        return self.proba_of_front(self.front_blocks(X, var_names, batches=batches), device=device)
+
+    def proba_of_front(self, blocks, *, device: str = "auto") -> np.ndarray:
+        """Cluster probabilities from row blocks of the frozen front's outputs (:meth:`front_blocks`)."""
         dev = get_device(device)
         with on_device(dev, self.cluster_net):
-            logits = predict(self.cluster_body(), self.front_blocks(X, var_names, batches=batches), device=dev)
+            logits = predict(self.cluster_body(), blocks, device=dev)
         return softmax(logits, self.cluster_config.get("calibration", {}).get("temperature", 1.0))
 
     def predict_label_proba(

@@ -142,3 +142,19 @@ def test_loads_a_clustering_with_its_head_on_the_map(trained):
     np.testing.assert_allclose(model.predict_proba(X), expected, atol=1e-5)
     with pytest.raises(ValueError, match="head input"):
         model.make_cluster_net(3, head_input="pixels")
+
+
+def test_reads_the_data_through_the_network_front_once(trained, monkeypatch):
+    """The probabilities come from the front computed for training the clustering network: one pass over X."""
+    from den._model import DENModel
+
+    adata = trained.copy()
+    passes, front_blocks = [], DENModel.front_blocks
+    monkeypatch.setattr(
+        DENModel, "front_blocks", lambda self, *a, **kw: (passes.append(1), front_blocks(self, *a, **kw))[1]
+    )
+    den.tl.cluster(adata, **FAST)
+    assert len(passes) == 1
+    monkeypatch.undo()
+    model = DENModel.from_adata(adata, key="den", cluster_key="den_clusters")
+    np.testing.assert_array_equal(adata.obsm["den_clusters_proba"], model.predict_proba(adata.X, adata.var_names))
