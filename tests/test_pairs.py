@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import pickle
+import sys
+import types
 
 import numpy as np
 import torch
@@ -45,6 +47,17 @@ def test_large_graphs_are_searched_exactly_on_a_cuda_device(rng, monkeypatch):
     x = rng.normal(size=(300, 5)).astype(np.float32)
     idx, _ = knn(x, 7, device=torch.device("cuda"))
     assert calls == [torch.device("cuda")]
+    monkeypatch.setattr(_pairs, "EXACT_GPU_KNN_MAX_CELLS", 299)  # beyond it: pynndescent, as on the host
+
+    class Approximate:  # stands in for pynndescent (importing it and its first call compile for half a minute)
+        def __init__(self, rep, n_neighbors, **kwargs):
+            self.neighbor_graph = _exact(rep, n_neighbors)
+            calls.append("pynndescent")
+
+    monkeypatch.setitem(sys.modules, "pynndescent", types.ModuleType("pynndescent"))
+    monkeypatch.setattr(sys.modules["pynndescent"], "NNDescent", Approximate, raising=False)
+    knn(x, 7, device=torch.device("cuda"))
+    assert calls == [torch.device("cuda"), "pynndescent"]
     np.testing.assert_array_equal(idx, _exact(x, 8)[0][:, 1:])  # the graph without each cell itself
 
 

@@ -20,6 +20,8 @@ from den._utils import PicklableGenerators
 
 #: above this many cells the kNN search is approximate (pynndescent), below it exact
 EXACT_KNN_MAX_CELLS = 50_000
+#: ... except on a CUDA device, exact up to this many (its cost grows with the square of the cells)
+EXACT_GPU_KNN_MAX_CELLS = 2_000_000
 
 
 def knn(
@@ -28,14 +30,14 @@ def knn(
     """Indices and distances of each row's ``n_neighbors`` nearest other rows.
 
     Exact (scikit-learn, blocked) up to :data:`EXACT_KNN_MAX_CELLS` cells; above, exact on a CUDA
-    ``device`` (:func:`exact_knn`), else pynndescent.
+    ``device`` (:func:`exact_knn`) up to :data:`EXACT_GPU_KNN_MAX_CELLS`, else pynndescent.
     """
     n = rep.shape[0]
     if n <= EXACT_KNN_MAX_CELLS:
         from sklearn.neighbors import NearestNeighbors
 
         dist, idx = NearestNeighbors(n_neighbors=n_neighbors + 1).fit(rep).kneighbors(rep)
-    elif device is not None and device.type == "cuda":
+    elif device is not None and device.type == "cuda" and n <= EXACT_GPU_KNN_MAX_CELLS:
         idx, dist = exact_knn(rep, n_neighbors + 1, device)
     else:
         from pynndescent import NNDescent
