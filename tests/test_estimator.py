@@ -245,7 +245,7 @@ def test_feature_names(blobs, tmp_path):
 
 def test_fit_searches_the_neighbour_graph_once(blobs, monkeypatch):
     """The clustering reuses the embedding's kNN graph (same representation, same k): one search, same clusters."""
-    from den import _clustering, _embedding
+    from den import _clustering, _embedding, _estimator
 
     X, _ = blobs
     calls = []
@@ -254,7 +254,9 @@ def test_fit_searches_the_neighbour_graph_once(blobs, monkeypatch):
         monkeypatch.setattr(module, "knn", lambda *a, _s=search, **kw: (calls.append(1), _s(*a, **kw))[1])
     once = den.DEN(n_epochs=3, random_state=0, progress_bar=False).fit(X)
     assert len(calls) == 1
-    monkeypatch.setattr(_clustering, "cluster_neighbors", lambda k, n: 14)  # another k: a search of its own
-    again = den.DEN(n_epochs=3, random_state=0, progress_bar=False).fit(X)
+    fit_clusters = _estimator.fit_clusters
+    monkeypatch.setattr(_estimator, "fit_clusters", lambda *a, **kw: fit_clusters(*a, **kw | {"graph": None}))
+    twice = den.DEN(n_epochs=3, random_state=0, progress_bar=False).fit(X)  # the clustering searches again
     assert len(calls) == 3
-    np.testing.assert_array_equal(once.embedding_, again.embedding_)
+    np.testing.assert_array_equal(once.labels_, twice.labels_)
+    np.testing.assert_array_equal(once.predict_proba(X), twice.predict_proba(X))

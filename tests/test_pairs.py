@@ -32,16 +32,18 @@ def test_knn_is_exact_and_excludes_self(rng):
 
 def test_blocked_exact_knn_matches_the_exact_search(rng, monkeypatch):
     monkeypatch.setattr(_pairs, "KNN_BLOCK_ROWS", 64)  # several blocks and a short last one
-    x = rng.normal(5, 1, size=(300, 5)).astype(np.float32)  # off-centre, as PCs of a subset are
+    x = rng.normal(20, 1, size=(300, 5)).astype(np.float32)  # off-centre, as PCs of a subset are
+    x[1] = x[0]  # a duplicate: distance 0, like a row to itself
     idx, dist = _pairs.exact_knn(x, 8, torch.device("cpu"))
-    full = np.linalg.norm(x[:, None] - x[None], axis=2)
-    np.testing.assert_array_equal(idx, np.argsort(full, 1, kind="stable")[:, :8])  # itself first
-    np.testing.assert_allclose(dist[:, 1:], np.sort(full, 1)[:, 1:8], rtol=1e-4)
-    assert dist[:, 0].max() < 1e-2  # itself: sqrt of a float32 rounding error
+    full = np.linalg.norm(x[:, None].astype(np.float64) - x[None], axis=2)
+    np.testing.assert_allclose(dist, np.sort(full, 1)[:, :8], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(np.sort(idx[2:], 1), np.sort(np.argsort(full[2:], 1)[:, :8], 1))
+    assert set(idx[0, :2]) == set(idx[1, :2]) == {0, 1} and dist[0, 1] == dist[1, 1] == 0
 
 
 def test_large_graphs_are_searched_exactly_on_a_cuda_device(rng, monkeypatch):
     monkeypatch.setattr(_pairs, "EXACT_KNN_MAX_CELLS", 100)
+    monkeypatch.setattr(_pairs, "_fits", lambda rep, device: True)  # no GPU here to ask
     calls = []
     monkeypatch.setattr(_pairs, "exact_knn", lambda rep, k, device: (calls.append(device), _exact(rep, k))[1])
     x = rng.normal(size=(300, 5)).astype(np.float32)
@@ -58,6 +60,10 @@ def test_large_graphs_are_searched_exactly_on_a_cuda_device(rng, monkeypatch):
     monkeypatch.setattr(sys.modules["pynndescent"], "NNDescent", Approximate, raising=False)
     knn(x, 7, device=torch.device("cuda"))
     assert calls == [torch.device("cuda"), "pynndescent"]
+    monkeypatch.setattr(_pairs, "EXACT_GPU_KNN_MAX_CELLS", 300)
+    monkeypatch.setattr(_pairs, "_fits", lambda rep, device: False)  # too little free GPU memory: the host's search
+    knn(x, 7, device=torch.device("cuda"))
+    assert calls == [torch.device("cuda"), "pynndescent", "pynndescent"]
     np.testing.assert_array_equal(idx, _exact(x, 8)[0][:, 1:])  # the graph without each cell itself
 
 

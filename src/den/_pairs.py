@@ -8,6 +8,7 @@ the two ends of randomly chosen near pairs, i.e. a random sample of cells.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,7 +38,7 @@ def knn(
         from sklearn.neighbors import NearestNeighbors
 
         dist, idx = NearestNeighbors(n_neighbors=n_neighbors + 1).fit(rep).kneighbors(rep)
-    elif device is not None and device.type == "cuda" and n <= EXACT_GPU_KNN_MAX_CELLS:
+    elif device is not None and device.type == "cuda" and n <= EXACT_GPU_KNN_MAX_CELLS and _fits(rep, device):
         idx, dist = exact_knn(rep, n_neighbors + 1, device)
     else:
         from pynndescent import NNDescent
@@ -47,29 +48,55 @@ def knn(
     return _drop_self(idx, dist, n_neighbors)
 
 
+def _fits(rep: np.ndarray, device: torch.device) -> bool:
+    """Whether :func:`exact_knn`'s working set (the data twice, one block of distances) fits in free GPU memory."""
+    free, _ = torch.cuda.mem_get_info(device)
+    return 2 * rep.shape[0] * rep.shape[1] * 4 + 4 * KNN_BLOCK_VALUES < 0.8 * free
+
+
 #: query rows per block of :func:`exact_knn`, at most; and at most this many distances per block (1 GiB)
 KNN_BLOCK_ROWS = 2048
 KNN_BLOCK_VALUES = 2**28
+#: candidates beyond k that :func:`exact_knn` re-ranks by directly computed distances
+KNN_RERANK_EXTRA = 8
 
 
 def exact_knn(rep: np.ndarray, k: int, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
     """Exact ``k`` nearest rows of every row (itself included) by blocks of matrix products on ``device``.
 
-    On a GPU a million cells' graph on 50 PCs is a few seconds of arithmetic; pynndescent on the
-    host takes about a minute there (docs: benchmarks, "The kNN library").
+    On a GPU a million cells' graph on 50 PCs takes seconds; pynndescent on the host about a
+    minute (docs: benchmarks, "The kNN library"). The products (``|a|^2 - 2 a.b + |b|^2``, full
+    float32: TF32 is turned off here) pick ``k +`` :data:`KNN_RERANK_EXTRA` candidates; their
+    distances are then computed directly, which orders near ties and duplicates exactly.
     """
     data = torch.as_tensor(np.asarray(rep, dtype=np.float32), device=device)
-    data = data - data.mean(0)  # smaller norms: less cancellation in |a|^2 - 2 a.b + |b|^2
+    data = data - data.mean(0)  # smaller norms: less cancellation in the products
     sq = (data * data).sum(1)
-    idx, dist = [], []
+    k = min(k, len(data))
+    n_cand = min(k + KNN_RERANK_EXTRA, len(data))
     rows = max(1, min(KNN_BLOCK_ROWS, KNN_BLOCK_VALUES // len(data)))
-    for start in range(0, len(data), rows):
-        block = data[start : start + rows]
-        d2 = torch.addmm(sq[None, :], block, data.T, alpha=-2).add_(sq[start : start + len(block), None])
-        best, pick = torch.topk(d2, k, dim=1, largest=False)
-        idx.append(pick.cpu())
-        dist.append(best.clamp_min_(0).sqrt_().cpu())
+    idx, dist = [], []
+    with _full_float32_matmul():
+        for start in range(0, len(data), rows):
+            block = data[start : start + rows]
+            d2 = torch.addmm(sq[None, :], block, data.T, alpha=-2).add_(sq[start : start + len(block), None])
+            cand = torch.topk(d2, n_cand, dim=1, largest=False).indices
+            exact = torch.linalg.vector_norm(data[cand] - block[:, None, :], dim=2)
+            best, order = torch.sort(exact, dim=1, stable=True)
+            idx.append(torch.gather(cand, 1, order[:, :k]).cpu())
+            dist.append(best[:, :k].cpu())
     return torch.cat(idx).numpy(), torch.cat(dist).numpy()
+
+
+@contextlib.contextmanager
+def _full_float32_matmul():
+    """CUDA matrix products in full float32 (no TF32, which a session may have turned on), then as before."""
+    before = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before
 
 
 def _drop_self(idx: np.ndarray, dist: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

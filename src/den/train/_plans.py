@@ -114,7 +114,8 @@ class EmbeddingPlan(PicklableGenerators):
         eps = None
         if self.noise > 0:
             gen = self.generator
-            eps = torch.randn((len(batch.rows), *self.source.row_shape), generator=gen, device=gen.device)
+            shape = (len(batch.rows), *self.source.row_shape)
+            eps = torch.randn(shape, generator=gen, dtype=torch.float32, device=gen.device)  # sources are float32
         return batch.rows, batch.far, eps
 
     def inputs(self, rows: torch.Tensor, eps: torch.Tensor | None) -> torch.Tensor:

@@ -92,6 +92,11 @@ class Runner:
         Label of the bar.
     """
 
+    #: how a capture-safe plan's steps run in one process: ``"cuda"`` (a CUDA graph on a CUDA device,
+    #: :mod:`den.train._graphs`), ``None`` (eager; ``den.train.Runner.capture = None`` for every run), or a
+    #: capture function (tests)
+    capture = "cuda"
+
     def __init__(self, *, n_epochs: int, learning_rate: float, device: torch.device, progress_bar: bool, desc: str):
         self.n_epochs, self.learning_rate, self.device = n_epochs, learning_rate, device
         self.progress_bar, self.desc = progress_bar, desc
@@ -99,9 +104,6 @@ class Runner:
         self.on_epoch = None
         #: wall seconds of each epoch of the last :meth:`run`
         self.seconds: list[float] = []
-        #: how a capture-safe plan's steps run in one process: ``"cuda"`` (a CUDA graph on a CUDA
-        #: device, :mod:`den.train._graphs`), ``None`` (eager), or a capture function (tests)
-        self.capture = "cuda"
 
     def run(self, plan) -> list[float]:
         """Train ``plan``; returns the mean loss of each epoch (over all ranks)."""
