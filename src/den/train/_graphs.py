@@ -75,20 +75,14 @@ class GraphedSteps:
         self.inputs = tuple(None if t is None else t.clone() for t in staged)
         self.optimizer.zero_grad(set_to_none=True)  # the capture allocates the gradients it writes
         try:
-            self.replay = self.capture(self._captured)
+            self.replay = self.capture(lambda: self._eager(self.inputs))  # recorded now, replayed from here on
         except RuntimeError as err:  # e.g. an operation this torch cannot capture: train on, eagerly
             self.capture, self.inputs = None, None
             warnings.warn(f"Training eagerly: the CUDA graph capture of a step failed ({err}).", stacklevel=4)
 
-    def _captured(self) -> torch.Tensor:
-        self.optimizer.zero_grad(set_to_none=False)  # nothing at the capture; in-place zeros in a test's replay
-        loss = self.plan.compute(*self.inputs)
-        loss.backward()
-        self.optimizer.step()
-        return loss.detach()
-
     def _eager(self, staged: tuple) -> torch.Tensor:
-        # after the capture the gradients are the graph's buffers: zero them in place, never drop them
+        # after the capture the gradients are the graph's buffers: zero them in place, never drop them (at the
+        # capture itself they are None, so the captured step writes them; a test's stand-in replay zeroes them)
         self.optimizer.zero_grad(set_to_none=self.replay is None)
         loss = self.plan.compute(*staged)
         loss.backward()
