@@ -22,6 +22,10 @@ test: $(VENV)/.installed  ## the test suite (slow benchmarks-as-tests are skippe
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
+docs: $(VENV)/.installed  ## the HTML docs (sphinx, the doc dependency group) in docs/_build/html
+	$(PY) -m pip install -q --group doc
+	$(PY) -m sphinx -q -b html docs docs/_build/html
+
 bench: $(VENV)/.installed  ## the panel (suite.py) and every other benchmark script; results in benchmarks/results/
 	mkdir -p benchmarks/results
 	for b in suite embed_speed cluster_quality marker_quality images mapping scale knn ddp; do \

@@ -259,7 +259,13 @@ class DEN(ClusterMixin, TransformerMixin, BaseEstimator):
         return self
 
     def fit_predict(self, X, y=None, **fit_params) -> np.ndarray:
-        """Fit and return the cluster of each sample (needs ``cluster=True``)."""
+        """Fit and return the cluster of each sample (needs ``cluster=True``).
+
+        Parameters
+        ----------
+        X, y
+            As in :meth:`fit`.
+        """
         if self.cluster is False:
             msg = "fit_predict returns the clusters found in fit: set cluster=True (the default)."
             raise ValueError(msg)
@@ -295,26 +301,68 @@ class DEN(ClusterMixin, TransformerMixin, BaseEstimator):
         return Features(features.X, self.model_.var_names, features.image_shape)
 
     def transform(self, X) -> np.ndarray:
-        """Map coordinates of new samples (each placed on its own by the trained network)."""
+        """Map coordinates of new samples (each placed on its own by the trained network).
+
+        Parameters
+        ----------
+        X
+            Samples shaped as in :meth:`fit`: the same features (or image shape).
+
+        Returns
+        -------
+        ``(n, n_components)`` float32 coordinates.
+        """
         features = self._features(X)
         return self.model_.embed(features.X, features.var_names, device=self.device, check=False)
 
     def predict_proba(self, X) -> np.ndarray:
-        """Cluster probabilities of samples (``n x n_clusters_``)."""
+        """Cluster probabilities of samples.
+
+        Parameters
+        ----------
+        X
+            Samples shaped as in :meth:`fit`.
+
+        Returns
+        -------
+        ``(n, n_clusters_)`` probabilities (calibrated; rows sum to 1).
+        """
         features = self._features(X)
         return self.model_.predict_proba(features.X, features.var_names, device=self.device, check=False)
 
     def predict(self, X) -> np.ndarray:
-        """Cluster of each sample."""
+        """Cluster of each sample: the most probable of :meth:`predict_proba`.
+
+        Parameters
+        ----------
+        X
+            Samples shaped as in :meth:`fit`.
+        """
         return self.predict_proba(X).argmax(1).astype(np.int64)
 
     def predict_labels_proba(self, X) -> np.ndarray:
-        """Probabilities of the semi-supervised labels (columns in the order of ``classes_``)."""
+        """Probabilities of the semi-supervised labels, from the label head.
+
+        Parameters
+        ----------
+        X
+            Samples shaped as in :meth:`fit`.
+
+        Returns
+        -------
+        ``(n, len(classes_))`` probabilities, columns in the order of ``classes_``.
+        """
         features = self._features(X)
         return self.model_.predict_label_proba(features.X, features.var_names, device=self.device, check=False)
 
     def predict_labels(self, X) -> np.ndarray:
-        """The semi-supervised label of each sample, from the label head."""
+        """The semi-supervised label of each sample, from the label head.
+
+        Parameters
+        ----------
+        X
+            Samples shaped as in :meth:`fit`.
+        """
         proba = self.predict_labels_proba(X)  # first: it says why when the fit had no labels
         return self.classes_[proba.argmax(1)]
 
@@ -382,7 +430,13 @@ class DEN(ClusterMixin, TransformerMixin, BaseEstimator):
 
     @classmethod
     def load(cls, dir_path: str | Path) -> DEN:
-        """Read an estimator written by :meth:`save` (a folder from :meth:`den.DENModel.save` loads too)."""
+        """Read an estimator written by :meth:`save` (a folder from :meth:`den.DENModel.save` loads too).
+
+        Parameters
+        ----------
+        dir_path
+            The folder :meth:`save` wrote (weights-only ``.pt`` files and a JSON config; no pickles).
+        """
         model = DENModel.load(dir_path)
         meta = json.loads((Path(dir_path) / CONFIG_FILE).read_text())
         info = meta.get("estimator", {})

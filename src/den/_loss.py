@@ -1,4 +1,4 @@
-"""The F-distribution pair losses of DEN: the paper's (METHOD.md §3) and its contrastive form.
+"""The F-distribution pair losses of DEN: the paper's and its contrastive form.
 
 Both read a pair's squared map distance ``d2`` through the F distribution:
 ``p = F_cdf(d2; d1, d2_dof)`` is the network's belief that the pair is *far*,

@@ -324,7 +324,7 @@ class DENModel:
 
         ``head_input="hidden"`` (the default): the copy drops its output layer and a linear
         head reads its last hidden layer. ``"embedding"``: a :class:`~den.nn.ClusterHead`
-        MLP reads the map (METHOD §5 as published; kept to load clusterings saved that way).
+        MLP reads the map (the paper's clustering network; kept to load clusterings saved that way).
         """
         encoder = copy.deepcopy(self.encoder)
         if head_input == "embedding":

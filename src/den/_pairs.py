@@ -1,4 +1,4 @@
-"""Near and far pairs (METHOD.md §1), as index arrays, and the sampler that batches them.
+"""Near and far pairs (docs/method.md), as index arrays, and the sampler that batches them.
 
 Near pairs come from a k-nearest-neighbour graph on a compact representation
 (never an n x n matrix). Far partners are drawn among the rows of the same
@@ -197,7 +197,7 @@ class PairSampler(PicklableGenerators):
     far_rule
         ``"shared"``: uniform rows of the batch, used by every row; ``"distance"``: per anchor,
         drawn among 3 x ``n_far`` uniform candidates with probability proportional to their
-        distance in ``rep`` (METHOD §1, the paper's rule).
+        distance in ``rep`` (the paper's rule).
     generator
         Seeded torch generator; every draw comes from it, on its device (the pairs are kept there).
     rep

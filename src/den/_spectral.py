@@ -1,6 +1,6 @@
 """Cluster discovery: the map's own near-belief on the data's kNN graph, log-spectrum gap, modularity merge.
 
-METHOD.md §4, made sparse and robust. Everything is sparse (kNN graphs,
+The paper's rule (docs/method.md), made sparse and robust. Everything is sparse (kNN graphs,
 ``eigsh``); no n x n matrix and no subsample.
 
 Why not the plain rule (a Gaussian affinity on the map's kNN graph, counting

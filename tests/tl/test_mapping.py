@@ -312,6 +312,10 @@ def test_query_plot(split):
         den.pl.query(query, ref, color="nope", show=False)
     with pytest.raises(KeyError, match="no 'X_den'"):
         den.pl.query(query, ad.AnnData(np.zeros((3, 2), np.float32)), show=False)
+    short = den.pl.query(query, ref, basis="den", show=False)  # as den.pl.embedding and scanpy spell it
+    plain = den.pl.query(query, ref, show=False)
+    np.testing.assert_array_equal(short.collections[1].get_offsets(), plain.collections[1].get_offsets())
+    assert short.get_xlabel() == "den1"
 
 
 def test_query_plot_takes_the_references_colours_and_order(split):

@@ -115,7 +115,7 @@ def conv_blocks(in_channels: int, size: int, base_channels: int) -> tuple[list[n
 
 
 class ConvEncoder(nn.Module):
-    """Images ``(C, H, W)`` -> conv blocks -> global average pooling -> dense -> map (METHOD §2).
+    """Images ``(C, H, W)`` -> conv blocks -> global average pooling -> dense -> map (the paper's image encoder).
 
     Average pooling (a linear layer) instead of max pooling keeps the DeepLIFT rule
     exact, so SHAP values over pixels pass the additivity check.

@@ -10,7 +10,7 @@ from ._encoders import mlp
 
 
 class ClusterHead(nn.Sequential):
-    """MLP from the map to class logits (ReLU, width ``max(16, 4 x n_classes)``; METHOD §5)."""
+    """MLP from the map to class logits (ReLU, width ``max(16, 4 x n_classes)``; the paper's clustering MLP)."""
 
     def __init__(self, n_components: int, n_classes: int, width: int | None = None):
         width = width or max(16, 4 * n_classes)

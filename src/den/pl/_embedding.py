@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from den.pl._utils import check_map_plottable, doc_plot_params, finish, new_axes, uns_entry
+from den.pl._utils import doc_plot_params, finish, map_key, new_axes, uns_entry
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -30,11 +30,7 @@ def embedding(adata: AnnData, *, basis: str = "den", **kwargs):
     """
     import scanpy as sc
 
-    key = basis if basis in adata.obsm else f"X_{basis}"
-    if key not in adata.obsm:
-        msg = f"adata.obsm has no {basis!r} or 'X_{basis}'. Run `den.tl.embed(adata)` first."
-        raise KeyError(msg)
-    check_map_plottable(adata, key)
+    map_key(adata, basis)
     return sc.pl.embedding(adata, basis=basis, **kwargs)
 
 

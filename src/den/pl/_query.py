@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from den._data import label_order
-from den.pl._utils import check_map_plottable, finish
+from den.pl._utils import finish, map_key
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -39,7 +39,7 @@ def query(
     color
         What to colour the query by; ``None``: one uniform colour.
     basis
-        ``obsm`` key of the map in both.
+        The map in both: ``"X_den"`` or, as for :func:`den.pl.embedding`, ``"den"``.
     size
         Point size of the query (the reference's is a third of it); default from the cell count.
     show, return_fig
@@ -48,16 +48,13 @@ def query(
     """
     import matplotlib.pyplot as plt
 
-    for name, a in (("adata", adata), ("reference", reference)):
-        if basis not in a.obsm:
-            msg = f"{name}.obsm has no {basis!r}. Run den.tl.embed on the reference and den.tl.transform on the query."
-            raise KeyError(msg)
-        check_map_plottable(a, basis, name)
+    fix = "Run den.tl.embed on the reference and den.tl.transform on the query."
+    query_key, ref_key = (map_key(a, basis, name, fix) for name, a in (("adata", adata), ("reference", reference)))
     colors = [None] if color is None else [color] if isinstance(color, str) else list(color)
     values = [None if c is None else _values(adata, c) for c in colors]  # every key checked before drawing
     size = size or float(np.clip(12000 / max(adata.n_obs, 1), 2, 40))
     fig, axes = plt.subplots(1, len(colors), figsize=(4.8 * len(colors), 4.2), squeeze=False)
-    ref_xy, xy = np.asarray(reference.obsm[basis]), np.asarray(adata.obsm[basis])
+    ref_xy, xy = np.asarray(reference.obsm[ref_key]), np.asarray(adata.obsm[query_key])
     for ax, c, v in zip(axes[0], colors, values, strict=True):
         ax.scatter(
             ref_xy[:, 0], ref_xy[:, 1], s=size / 3, c="#d9d9d9", linewidths=0, rasterized=True, label="reference"
@@ -66,8 +63,8 @@ def query(
         ax.set_title("query" if c is None else f"query: {c}")
         ax.set_xticks([])
         ax.set_yticks([])
-        ax.set_xlabel(f"{basis.removeprefix('X_')}1")
-        ax.set_ylabel(f"{basis.removeprefix('X_')}2")
+        ax.set_xlabel(f"{ref_key.removeprefix('X_')}1")
+        ax.set_ylabel(f"{ref_key.removeprefix('X_')}2")
     fig.tight_layout()
     return finish(fig, axes[0][0] if len(colors) == 1 else axes[0], show=show, return_fig=return_fig)
 

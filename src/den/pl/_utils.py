@@ -59,6 +59,16 @@ def uns_entry(adata, key: str, tool: str) -> dict:
     return entry
 
 
+def map_key(adata, basis: str, name: str = "adata", fix: str = "Run `den.tl.embed(adata)` first.") -> str:
+    """The ``obsm`` key of a map given as ``basis``: ``"X_den"`` as given, ``"den"`` as scanpy reads it."""
+    key = basis if basis in adata.obsm else f"X_{basis}"
+    if key not in adata.obsm:
+        msg = f"{name}.obsm has no {basis!r} or 'X_{basis}'. {fix}"
+        raise KeyError(msg)
+    check_map_plottable(adata, key, name)
+    return key
+
+
 def check_map_plottable(adata, key: str, name: str = "adata") -> None:
     """An error before drawing when ``obsm[key]`` has fewer than two columns (``n_components=1``)."""
     n_dims = adata.obsm[key].shape[1]

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 def cell_features(
     adata: AnnData,
-    cells: str | Sequence[str],
+    cells: str | Sequence[str] | np.ndarray,
     *,
     key: str = "den",
     cluster_key: str = "den_clusters",

@@ -97,8 +97,8 @@ def marker_features(
         ``logfoldchanges`` (group vs rest, from ``adata.raw`` or the input when
         on a log1p scale, else NaN), ``pvals``/``pvals_adj`` (NaN: no test is
         made), ``params``; plus ``mean_shap`` and ``mean_abs_shap`` (genes x
-        groups arrays, rows ``genes``, columns ``groups``; :func:`shap_table` makes
-        DataFrames of them), the per-cell ``shap_values`` with ``shap_cells``,
+        groups arrays, rows ``genes``, columns ``groups``: ``pd.DataFrame(e["mean_shap"],
+        index=e["genes"], columns=e["groups"])``), the per-cell ``shap_values`` with ``shap_cells``,
         ``shap_groups``, ``base_values`` (one per group), and an ``explainers`` table with
         each group's explainer and largest additivity error.
     """

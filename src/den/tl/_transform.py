@@ -26,7 +26,7 @@ def transform(
     reference: AnnData | DENModel | str | Path,
     *,
     key: str = "den",
-    cluster_key: str = "den_clusters",
+    cluster_key: str | None = "den_clusters",
     layer: str | None = None,
     batch_key: str | None = None,
     key_added: str | None = None,
@@ -53,7 +53,8 @@ def transform(
         ``uns`` key of the embedding model when ``reference`` is an AnnData.
     cluster_key
         ``uns`` key of the clustering model when ``reference`` is an AnnData;
-        also the key the query's cluster results are written under.
+        also the key the query's cluster results are written under. ``None``: the map
+        only, without clusters (e.g. for a clustering made on an earlier embedding).
     layer
         Query layer to read; default: the layer the model was trained on.
     batch_key

@@ -27,14 +27,14 @@ class EmbeddingPlan(PicklableGenerators):
         :class:`den._pairs.PairSampler`.
     loss
         ``"contrastive"`` (every row is an anchor; its near partner against the batch's
-        shared far partners) or ``"paper"`` (METHOD §3: near term ``p``, far term ``1 - p``).
+        shared far partners) or ``"paper"`` (the paper's: near term ``p``, far term ``1 - p``).
     dof
         Degrees of freedom: F(2, dof) for the contrastive loss, F(1, dof) for the paper's.
     min_dist, ignore
         See :func:`den._loss.contrastive_loss` and :func:`den._loss.pair_loss`.
     noise
         Standard deviation of Gaussian noise added to every input row in training.
-    label_head, labels
+    label_head, labels, label_weight
         A head from the map to label logits and each cell's label code (``-1`` unknown):
         adds ``label_weight x (labelled share) x`` cross-entropy on the batch's labelled rows.
     generator
