@@ -200,6 +200,40 @@ def test_embed_all_labels_missing(small):
     _check(small, lambda a: den.tl.embed(a, labels_key="known", **FAST), ValueError, "no labelled sample")
 
 
+def _nan_text(a):  # NaN turned into text, as astype(str) does
+    a.obs["lab"] = np.where(np.arange(a.n_obs) % 2, "T", "B").astype(object)
+    a.obs.loc[a.obs_names[::3], "lab"] = "nan"
+    return a
+
+
+def _one_label(a):
+    a.obs["lab"] = "T cell"
+    return a
+
+
+def _measurement(a):
+    a.obs["lab"] = np.linspace(0.5, 3.2, a.n_obs)  # e.g. percent_mito
+    return a
+
+
+def _cell_ids(a):
+    a.obs["lab"] = np.arange(a.n_obs)  # e.g. n_counts: nearly one value per cell
+    return a
+
+
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        pytest.param(_nan_text, r"holds 'nan' as the label of \d+ samples.*replace", id="'nan' text"),
+        pytest.param(_one_label, "one label .'T cell'. for every labelled sample", id="one label"),
+        pytest.param(_measurement, "measurement or an ID.*non-integer", id="measurement"),
+        pytest.param(_cell_ids, r"measurement or an ID.*\d+ classes for \d+ samples", id="IDs"),
+    ],
+)
+def test_embed_labels_that_are_not_classes(small, make, match):
+    _check(make(small), lambda a: den.tl.embed(a, labels_key="lab", **FAST), ValueError, match)
+
+
 def test_embed_backed_csc(small, tmp_path):
     """CSC on disk cannot be read by rows cheaply: a clear error naming the fix (CSR or to_memory)."""
     small.X = sparse.csc_matrix(small.X)
@@ -257,7 +291,13 @@ CLUSTER_DATA = [
     pytest.param(lambda a: den.datasets.synthetic(100, 20, 2), {}, KeyError, r"Run `den.tl.embed", id="not embedded"),
     pytest.param(lambda a: a, {"key": "other"}, KeyError, r"adata.uns\['other'\]", id="wrong key"),
     pytest.param(_drop_embedding, {}, KeyError, r"obsm\['X_den'\] is missing", id="map deleted"),
-    pytest.param(lambda a: a[:, 3:].copy(), {}, KeyError, r"lacks 3 of the 80 genes", id="genes missing"),
+    pytest.param(
+        lambda a: a[:, 3:].copy(),
+        {},
+        KeyError,
+        r"adata lacks 3 of the 80 genes.*use the AnnData it ran on",
+        id="genes missing",
+    ),
     pytest.param(lambda a: _set(a, np.nan), {}, ValueError, "NaN or infinite", id="NaN"),
 ]
 
@@ -300,6 +340,7 @@ TRANSFORM_DATA = [
     pytest.param(lambda a: a[:0].copy(), {}, ValueError, "empty", id="no cells"),
     pytest.param(lambda a: a, {"layer": "nope"}, KeyError, "Layer 'nope'", id="missing layer"),
     pytest.param(_strings, {}, ValueError, "non-numeric", id="strings"),
+    pytest.param(lambda a: a, {"cluster_key": "nope"}, KeyError, "cluster_key='nope' is not in", id="cluster_key"),
 ]
 
 
@@ -354,6 +395,11 @@ MARKER_CASES = [
     pytest.param(lambda a: a, {"explainer": "lime"}, ValueError, "Unknown explainer", id="bad explainer"),
     pytest.param(lambda a: a, {"direction": "down"}, ValueError, "direction='down'", id="bad direction"),
     pytest.param(lambda a: a, {"key": "nope"}, KeyError, r"No den model in adata.uns\['nope'\]", id="bad key"),
+    pytest.param(lambda a: a, {"n_genes": -1}, ValueError, r"n_genes=-1: it must be an integer >= 1", id="n_genes -1"),
+    pytest.param(lambda a: a, {"n_genes": 0}, ValueError, r"n_genes=0", id="n_genes 0"),
+    pytest.param(
+        lambda a: a[:, 3:].copy(), {}, KeyError, r"adata lacks 3 of the 80 genes.*run den.tl.embed again", id="genes"
+    ),
 ]
 
 
@@ -366,6 +412,12 @@ def _nan_groups(a):
 @pytest.mark.parametrize(("make", "kwargs", "error", "match"), MARKER_CASES)
 def test_marker_features_bad_input(trained, make, kwargs, error, match):
     _check(make(trained), lambda a: den.tl.marker_features(a, **{**MFAST, **kwargs}), error, match)
+
+
+def test_marker_features_refuses_duplicate_cell_names(trained):
+    a = trained.copy()
+    a.obs_names = ["c0", *a.obs_names[1:-1], "c0"]  # as ad.concat without index_unique leaves them
+    _check(a, lambda x: den.tl.marker_features(x, **MFAST), ValueError, "obs_names_make_unique")
 
 
 def test_marker_features_missing_values_in_groupby(trained):
@@ -556,8 +608,19 @@ def test_unknown_encoder_refused(saved):
 
 def test_save_onto_a_file(trained, tmp_path):
     (tmp_path / "f").write_text("x")
-    with pytest.raises(FileExistsError, match="not an empty folder"):
-        den.DENModel.from_adata(trained).save(tmp_path / "f")
+    model = den.DENModel.from_adata(trained)
+    for overwrite in (False, True):  # overwrite=True once reached pathlib's own error
+        with pytest.raises(FileExistsError, match="is a file; den saves a model into a folder"):
+            model.save(tmp_path / "f", overwrite=overwrite)
+    assert (tmp_path / "f").read_text() == "x"
+
+
+def test_save_and_load_expand_the_home_folder(trained, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    den.DENModel.from_adata(trained).save("~/model")
+    assert (tmp_path / "model" / "config.json").exists() and not (tmp_path / "~").exists()
+    assert den.DENModel.load("~/model").var_names.equals(trained.var_names)
 
 
 # --- DENModel's public inference ------------------------------------------------------------------------------------
@@ -608,6 +671,10 @@ ESTIMATOR_FIT = [
     pytest.param("abc", None, TypeError, "numpy array", id="string"),
     pytest.param(X_GOOD, np.zeros(7), ValueError, "one label per sample", id="y length"),
     pytest.param(X_GOOD, np.full(60, -1), ValueError, "no labelled sample", id="y all unlabelled"),
+    pytest.param(X_GOOD, X_GOOD[:, 0], ValueError, "measurement or an ID", id="y continuous"),
+    pytest.param(X_GOOD, np.arange(60), ValueError, "60 classes for 60 samples", id="y one per sample"),
+    pytest.param(X_GOOD, np.where(np.arange(60) < 6, 3, -1), ValueError, "one label", id="y one class"),
+    pytest.param(X_GOOD, np.array(["a", "b", "None"] * 20, dtype=object), ValueError, "'None'", id="y 'None' text"),
     pytest.param(np.ones((60, 5)), None, ValueError, "constant matrix", id="constant"),
 ]
 

@@ -109,6 +109,10 @@ def check_unique_cells(adata: AnnData) -> None:
         raise ValueError(msg)
 
 
+#: texts that mean "no label" (NaN turned into text by ``astype(str)``), refused as classes
+MISSING_TEXTS = ("nan", "none", "na", "<na>", "")
+
+
 def label_order(column: pd.Series) -> list[str]:
     """The labels in the reference's order: a categorical's own, numbers by value, else alphabetical."""
     if isinstance(column.dtype, pd.CategoricalDtype):

@@ -277,6 +277,9 @@ def pair_sampler(rep, config: EmbedConfig, k: int, *, seed, generator, labels, b
     extra = None
     if labels is not None:
         near = drop_label_conflicts(near, labels)
+        if len(near[0]) == 0:
+            msg = "Every near pair joins two samples with different labels: the labels look like one per sample."
+            raise ValueError(msg)
         extra = LabelPairs(labels, LABEL_PAIRS_PER_CELL, np.random.default_rng(seed))
     n_blocks = 1 if batches is None else len(np.unique(np.asarray(batches).astype(str)))
     weights = fuzzy_weights(knn_idx, knn_dist, near, n_blocks=n_blocks) if config.loss == "contrastive" else None

@@ -12,7 +12,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._clustering import fit_clusters
 from ._config import ClusterConfig, EmbedConfig
-from ._data import Features, as_features, check_feature_names, check_query_scale, feature_names
+from ._data import MISSING_TEXTS, Features, as_features, check_feature_names, check_query_scale, feature_names
 from ._embedding import fit_embedding, warn_if_collapsed
 from ._model import CONFIG_FILE, DENModel
 from ._utils import check_random_state
@@ -418,7 +418,7 @@ class DEN(ClusterMixin, TransformerMixin, BaseEstimator):
         """
         check_is_fitted(self, "model_")
         self.model_.save(dir_path, overwrite=overwrite)
-        path = Path(dir_path) / CONFIG_FILE
+        path = Path(dir_path).expanduser() / CONFIG_FILE
         meta = json.loads(path.read_text())
         params = {k: list(v) if isinstance(v, tuple) else v for k, v in self.get_params().items()}
         meta["estimator"] = {"params": params, "n_features_in": int(self.n_features_in_)}
@@ -435,10 +435,10 @@ class DEN(ClusterMixin, TransformerMixin, BaseEstimator):
         Parameters
         ----------
         dir_path
-            The folder :meth:`save` wrote (weights-only ``.pt`` files and a JSON config; no pickles).
+            The folder :meth:`save` wrote (a JSON config and an ``.npz`` of weights; no pickle is read).
         """
         model = DENModel.load(dir_path)
-        meta = json.loads((Path(dir_path) / CONFIG_FILE).read_text())
+        meta = json.loads((Path(dir_path).expanduser() / CONFIG_FILE).read_text())
         info = meta.get("estimator", {})
         params = dict(info.get("params", {}))
         if "params" not in info:  # a DENModel folder: the architecture is known from the model
@@ -460,21 +460,58 @@ class DEN(ClusterMixin, TransformerMixin, BaseEstimator):
         return est
 
 
-def encode_labels(y, n: int) -> tuple[np.ndarray, list]:
-    """Integer codes (``-1`` for unlabelled: ``-1``, ``NaN``, ``None``) and the sorted classes of ``y``."""
+def encode_labels(y, n: int, name: str = "y") -> tuple[np.ndarray, list]:
+    """Integer codes (``-1`` for unlabelled: ``-1``, ``NaN``, ``None``) and the sorted classes of ``y``.
+
+    Refuses labels that cannot be meant as classes (:func:`check_classes`); ``name`` is what the
+    messages call them (``"y"``, ``"adata.obs['cell_type']"``).
+    """
     values = pd.Series(np.asarray(y, dtype=object).ravel() if not isinstance(y, pd.Series) else y.to_numpy())
     if len(values) != n:
-        msg = f"y has {len(values)} labels but X has {n} samples; pass one label per sample (-1 or NaN: unlabelled)."
+        msg = (
+            f"{name} has {len(values)} labels but X has {n} samples; pass one label per sample (-1 or NaN: unlabelled)."
+        )
         raise ValueError(msg)
     missing = values.isna() | values.apply(
         lambda v: isinstance(v, int | float | np.number) and not isinstance(v, bool) and v == -1
     )
     known = values[~missing]
     if known.empty:
-        msg = "y has no labelled sample (every value is -1, NaN or None); pass y=None for unsupervised training."
+        msg = (
+            f"{name} has no labelled sample (every value is -1, NaN or None); pass no labels for unsupervised training."
+        )
         raise ValueError(msg)
     classes = sorted(set(known.tolist()), key=lambda v: (str(type(v)), v))
+    check_classes(known, classes, n, name)
     index = {c: i for i, c in enumerate(classes)}
     codes = np.full(n, -1, dtype=np.int64)
     codes[np.flatnonzero(~missing.to_numpy())] = [index[v] for v in known]
     return codes, classes
+
+
+def check_classes(known: pd.Series, classes: list, n: int, name: str) -> None:
+    """Errors for labels that are not classes: "nan" as text, one class, a measurement, an ID per sample."""
+    texts = [c for c in classes if isinstance(c, str) and c.strip().lower() in MISSING_TEXTS]
+    if texts:
+        count = int(known.isin(texts).sum())
+        msg = (
+            f"{name} holds {texts[0]!r} as the label of {count} samples: missing values turned into text (e.g. by "
+            "astype(str))? Mark unknown labels as NaN, e.g. column.replace(['nan', ''], np.nan), or -1."
+        )
+        raise ValueError(msg)
+    if len(classes) == 1:
+        msg = (
+            f"{name} holds one label ({classes[0]!r}) for every labelled sample: labels teach the map nothing. Pass "
+            "labels with at least two classes, or none for unsupervised training."
+        )
+        raise ValueError(msg)
+    fractional = [c for c in classes if isinstance(c, float | np.floating) and not float(c).is_integer()]
+    if fractional or len(classes) > max(2, n // 2):
+        why = (
+            f"non-integer values such as {fractional[0]!r}" if fractional else f"{len(classes)} classes for {n} samples"
+        )
+        msg = (
+            f"{name} looks like a measurement or an ID, not classes ({why}). Pass categorical labels (e.g. cell "
+            "types; NaN or -1 where unknown)."
+        )
+        raise ValueError(msg)

@@ -150,11 +150,12 @@ class DENModel:
         return sum(p.numel() for p in self.encoder.parameters() if p.requires_grad)
 
     # the feature contract -------------------------------------------------------
-    def gene_index(self, var_names: pd.Index) -> np.ndarray | None:
+    def gene_index(self, var_names: pd.Index, *, query: bool = True) -> np.ndarray | None:
         """Columns of a query with ``var_names`` that give the model's features in order.
 
         ``None`` when the query already has exactly those features in that order.
-        Raises :class:`KeyError` naming the missing ones.
+        Raises :class:`KeyError` naming the missing ones; ``query=False``: the data is the
+        AnnData the model was trained on (a tool reading it after genes were dropped).
         """
         train = self.var_names
         if len(var_names) == len(train) and (var_names == train).all():
@@ -165,10 +166,13 @@ class DENModel:
         missing = train[~train.isin(var_names)]
         if len(missing):
             shown = ", ".join(map(str, missing[:10])) + (", ..." if len(missing) > 10 else "")
-            msg = (
-                f"The query lacks {len(missing)} of the {len(train)} genes the model was trained on: {shown}. "
+            fix = (
                 "Add them (e.g. as zeros, after the same normalisation) or train on the shared genes."
+                if query
+                else "Genes were dropped since den.tl.embed: use the AnnData it ran on, or run den.tl.embed again."
             )
+            who = "The query lacks" if query else "adata lacks"
+            msg = f"{who} {len(missing)} of the {len(train)} genes the model was trained on: {shown}. {fix}"
             raise KeyError(msg)
         return var_names.get_indexer(train)
 
@@ -406,8 +410,11 @@ class DENModel:
 
     def save(self, dir_path: str | Path, *, overwrite: bool = False) -> None:
         """Write ``config.json`` and ``weights.npz`` into ``dir_path``."""
-        path = Path(dir_path)
-        if path.exists() and (not path.is_dir() or any(path.iterdir())) and not overwrite:
+        path = Path(dir_path).expanduser()
+        if path.exists() and not path.is_dir():
+            msg = f"{str(path)!r} is a file; den saves a model into a folder. Choose a folder path."
+            raise FileExistsError(msg)
+        if path.exists() and any(path.iterdir()) and not overwrite:
             msg = f"{str(path)!r} already exists and is not an empty folder. Choose another folder or pass `overwrite=True`."
             raise FileExistsError(msg)
         path.mkdir(parents=True, exist_ok=True)
@@ -427,7 +434,7 @@ class DENModel:
         Every error names the folder and the file, and says whether the folder is not a
         den model, is damaged, or comes from a newer den.
         """
-        path = Path(dir_path)
+        path = Path(dir_path).expanduser()
         meta, weights = _read_folder(path)
         where = f"the model in {str(path)!r}"
         self = cls.from_config(meta["config"], _prefixed(weights, "encoder/"), where)

@@ -102,6 +102,18 @@ def test_marker_heatmap_rejects_dotplot_options(full):
         den.pl.marker_features(full, dendrogram=False, show=False)
 
 
+def test_marker_heatmap_reads_a_string_as_one_group(full):
+    ax = den.pl.marker_features(full, groups="0", show=False)
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["0"]
+    with pytest.raises(KeyError, match=r"Groups \['01'\] are not in"):  # not the groups '0' and '1'
+        den.pl.marker_features(full, groups="01", show=False)
+    with pytest.raises(ValueError, match="kind='dot': use 'heatmap' or 'dotplot'"):
+        den.pl.marker_features(full, kind="dot", show=False)
+    with pytest.raises(ValueError, match="n_genes=0"):
+        den.pl.marker_features(full, n_genes=0, show=False)
+    plt.close("all")
+
+
 def test_missing_results_name_the_tool(small):
     with pytest.raises(KeyError, match="den.tl.embed"):
         den.pl.history(small, show=False)

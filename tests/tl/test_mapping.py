@@ -233,6 +233,16 @@ def test_transfer_labels_errors_leave_the_query_alone(split):
     ref.obs.iloc[0, ref.obs.columns.get_loc("rare")] = "alone"  # a label on one cell (torch's loss failed on it)
     with pytest.raises(ValueError, match=r"labels on a single cell: \['alone'\]"):
         den.tl.transfer_labels(query, ref, "rare", progress_bar=False)
+    ref.obs["texts"] = ref.obs["cell_type"].astype(str).where(np.arange(ref.n_obs) % 3 > 0)
+    ref.obs["texts"] = ref.obs["texts"].astype(str)  # NaN -> "nan", a label it would hand out
+    with pytest.raises(ValueError, match="holds 'nan' as a label"):
+        den.tl.transfer_labels(query, ref, "texts", progress_bar=False)
+    query.uns["den"] = dict(ref.uns["den"])  # the query's own map: transferring over it would replace its model
+    before = snapshot(query)
+    with pytest.raises(ValueError, match=r"holds the model of den.tl.embed.*another key_added"):
+        den.tl.transfer_labels(query, ref, "cell_type", key_added="den", progress_bar=False)
+    with pytest.raises(ValueError, match=r"holds the model of den.tl.embed.*another key_added"):
+        den.tl.mapping_score(query, ref, key_added="den")
     assert snapshot(query) == before
 
 

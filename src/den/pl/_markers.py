@@ -8,6 +8,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from den._data import check_unique_cells
 from den.pl._utils import doc_plot_params, finish, new_axes, uns_entry
 from den.tl._marker_features import shap_table
 
@@ -22,7 +23,7 @@ def marker_features(
     *,
     key: str = "den_marker_features",
     n_genes: int = 5,
-    groups: list[str] | None = None,
+    groups: str | list[str] | None = None,
     kind: Literal["heatmap", "dotplot"] = "heatmap",
     ax: Axes | None = None,
     show: bool | None = None,
@@ -46,19 +47,25 @@ def marker_features(
     n_genes
         Top genes per group.
     groups
-        Subset of groups to show.
+        A group, or a subset of groups, to show.
     kind
         ``"heatmap"`` or ``"dotplot"``.
     {ax_show_return_fig}
     **kwargs
         Passed to :func:`scanpy.pl.rank_genes_groups_dotplot` (``kind="dotplot"`` only).
     """
+    if kind not in ("heatmap", "dotplot"):
+        msg = f"kind={kind!r}: use 'heatmap' or 'dotplot'."
+        raise ValueError(msg)
+    if isinstance(n_genes, bool) or not isinstance(n_genes, int | np.integer) or n_genes < 1:
+        msg = f"n_genes={n_genes!r}: it must be an integer >= 1."
+        raise ValueError(msg)
     if kwargs and kind != "dotplot":
         msg = f"Keyword arguments {sorted(kwargs)} go to scanpy's dotplot only; pass kind='dotplot' or drop them."
         raise TypeError(msg)
     entry = uns_entry(adata, key, "marker_features")
     all_groups = list(entry["names"].dtype.names)
-    groups = all_groups if groups is None else [str(g) for g in groups]
+    groups = all_groups if groups is None else [str(groups)] if isinstance(groups, str) else [str(g) for g in groups]
     if missing := [g for g in groups if g not in all_groups]:
         msg = f"Groups {missing} are not in adata.uns[{key!r}] (groups: {all_groups})."
         raise KeyError(msg)
@@ -104,6 +111,7 @@ def _explanation(values, base, data, genes):
 
 def _rows(adata: AnnData, cells, key: str, tool: str) -> np.ndarray:
     """Row positions of the explained ``cells``; an error when some are no longer in ``adata`` (subset since)."""
+    check_unique_cells(adata)
     rows = adata.obs_names.get_indexer(cells)
     if (rows < 0).any():
         msg = (

@@ -132,7 +132,7 @@ def cluster(
         msg = f"Invalid n_clusters={n_clusters}: it must be below the number of cells ({adata.n_obs})."
         raise ValueError(msg)
     X = get_matrix(adata, model.config.get("layer"))
-    model.gene_index(adata.var_names)
+    model.gene_index(adata.var_names, query=False)
     seed = check_random_state(random_state)
     result = fit_clusters(
         model,

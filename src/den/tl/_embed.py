@@ -273,7 +273,8 @@ def _labels(adata: AnnData, labels_key: str | None):
     if labels_key not in adata.obs:
         msg = f"labels_key={labels_key!r} is not a column of adata.obs (columns: {list(adata.obs.columns)})."
         raise KeyError(msg)
+    column = adata.obs[labels_key]
     codes, classes = encode_labels(
-        adata.obs[labels_key].astype(object).where(adata.obs[labels_key].notna(), None), adata.n_obs
+        column.astype(object).where(column.notna(), None), adata.n_obs, name=f"adata.obs[{labels_key!r}]"
     )
     return codes, [str(c) for c in classes]

@@ -99,7 +99,7 @@ def group_network(
     own = isinstance(uentry, dict) and "model" in uentry
     model = DENModel.from_adata(adata, key=key, cluster_key=groupby if own else None)
     X = get_matrix(adata, model.config.get("layer"))
-    model.gene_index(adata.var_names)
+    model.gene_index(adata.var_names, query=False)
     network_cats = [str(c) for c in model.cluster_config["categories"]] if own and model.has_clusters else None
     # the clustering network, unless its labels were edited since (e.g. renamed): then a head on the labels as they are
     if network_cats is not None and labels_as_learnt(adata, groupby, network_cats):

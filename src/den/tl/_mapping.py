@@ -12,9 +12,9 @@ from scanpy import logging as logg
 from torch import nn
 
 from den._classifier import train_classifier
-from den._data import check_query_scale, get_matrix, label_order, trained_matrix
+from den._data import MISSING_TEXTS, check_query_scale, get_matrix, label_order, trained_matrix
 from den._model import DENModel
-from den._utils import check_copy, check_random_state, make_actual, predict, softmax
+from den._utils import check_copy, check_key_added, check_random_state, make_actual, predict, softmax
 
 from ._batches import query_batches, training_batches
 from ._cluster_results import cluster_columns, write_clusters
@@ -93,6 +93,7 @@ def transfer_labels(
     """
     start = logg.info(f"transferring {obs!r} from the reference")
     check_copy(adata, copy)
+    check_key_added(adata, key_added or obs, "transfer_labels")
     model = _model(reference, key)
     labels, categories = _reference_labels(reference, obs)
     seed = check_random_state(random_state)
@@ -147,6 +148,13 @@ def _reference_labels(reference: AnnData, obs: str) -> tuple[np.ndarray, list[st
     known = column.notna().to_numpy()
     values = column.astype(str).to_numpy()
     categories = label_order(column[known])
+    texts = [c for c in categories if c.strip().lower() in MISSING_TEXTS]
+    if texts:
+        msg = (
+            f"reference.obs[{obs!r}] holds {texts[0]!r} as a label: missing values turned into text (e.g. by "
+            f"astype(str))? Mark them as NaN, e.g. reference.obs[{obs!r}].replace(['nan', ''], np.nan)."
+        )
+        raise ValueError(msg)
     if len(categories) < 2:
         msg = f"reference.obs[{obs!r}] holds {len(categories)} label(s); transferring needs at least 2."
         raise ValueError(msg)

@@ -10,7 +10,7 @@ from scanpy import logging as logg
 from den._data import column_mean
 from den._mapping import MAPPING_NEIGHBORS, mapping_scores, relative_scores
 from den._pca import pca
-from den._utils import check_copy, check_random_state, make_actual
+from den._utils import check_copy, check_key_added, check_random_state, make_actual
 
 from ._batches import batch_gene_means
 from ._mapping import _fronts, _Inputs, _inputs, _model
@@ -83,6 +83,7 @@ def mapping_score(
     """
     start = logg.info("scoring how well the reference covers the query")
     check_copy(adata, copy)
+    check_key_added(adata, key_added, "mapping_score")
     model = _model(reference, key)
     if model.encoder.projection is None:
         msg = "mapping_score needs a model with a PCA layer (den.tl.embed with n_pcs set, the default)."

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 from scanpy import logging as logg
 
+from den._data import check_unique_cells
 from den._explain import explain
 from den._utils import check_copy, check_key_added, check_random_state, make_actual, progress
 
@@ -105,8 +106,11 @@ def marker_features(
     start = logg.info("computing SHAP marker features")
     check_copy(adata, copy)
     check_key_added(adata, key_added, "marker_features")
+    check_unique_cells(adata)  # the explained cells are stored by name
     seed = check_random_state(random_state)
     check_sizes(n_background=n_background, max_cells_per_group=max_cells_per_group)
+    if n_genes is not None:
+        check_sizes(n_genes=n_genes)
     if direction not in ("up", "any"):
         msg = f"Invalid direction={direction!r}: it must be 'up' or 'any'."
         raise ValueError(msg)

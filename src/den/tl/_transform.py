@@ -17,6 +17,9 @@ from den._utils import check_copy, make_actual
 from ._batches import query_batches, training_batches
 from ._cluster_results import cluster_columns, labels_as_learnt, relabel, write_clusters, written_labels
 
+#: where den.tl.cluster writes by default; transform reads it when present, without asking
+DEFAULT_CLUSTER_KEY = "den_clusters"
+
 if TYPE_CHECKING:
     from anndata import AnnData
 
@@ -26,7 +29,7 @@ def transform(
     reference: AnnData | DENModel | str | Path,
     *,
     key: str = "den",
-    cluster_key: str | None = "den_clusters",
+    cluster_key: str | None = DEFAULT_CLUSTER_KEY,
     layer: str | None = None,
     batch_key: str | None = None,
     key_added: str | None = None,
@@ -151,12 +154,18 @@ def _columns(X, cols: np.ndarray):
     return X[rows][:, cols]
 
 
-def _resolve_reference(reference, *, key: str, cluster_key: str) -> DENModel:
+def _resolve_reference(reference, *, key: str, cluster_key: str | None) -> DENModel:
     if isinstance(reference, DENModel):
         return reference
     if isinstance(reference, str | Path):
         return DENModel.load(reference)
     if hasattr(reference, "uns"):
+        if cluster_key not in (None, DEFAULT_CLUSTER_KEY) and cluster_key not in reference.uns:  # asked for, absent
+            msg = (
+                f"cluster_key={cluster_key!r} is not in reference.uns; pass the key_added of den.tl.cluster, "
+                "or cluster_key=None for the map alone."
+            )
+            raise KeyError(msg)
         return DENModel.from_adata(reference, key=key, cluster_key=cluster_key)
     msg = f"`reference` must be an AnnData, a den.DENModel or a model folder, not {type(reference).__name__}."
     raise TypeError(msg)
