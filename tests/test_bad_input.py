@@ -282,6 +282,13 @@ def test_cluster_bad_parameter(trained, name, value, error, match):
     _check(trained, lambda a: den.tl.cluster(a, **{**CFAST, name: value}), error, match)
 
 
+def test_cluster_more_clusters_than_the_map_holds(trained):
+    n = trained.n_obs - 1  # below the number of cells, above what the well-placed ones can hold
+    _check(
+        trained, lambda a: den.tl.cluster(a, **{**CFAST, "n_clusters": n}), ValueError, r"Pass n_clusters=\d+ or fewer"
+    )
+
+
 def _drop_embedding(a):
     del a.obsm["X_den"]
     return a
@@ -672,6 +679,9 @@ ESTIMATOR_FIT = [
     pytest.param(X_GOOD, np.zeros(7), ValueError, "one label per sample", id="y length"),
     pytest.param(X_GOOD, np.full(60, -1), ValueError, "no labelled sample", id="y all unlabelled"),
     pytest.param(X_GOOD, X_GOOD[:, 0], ValueError, "measurement or an ID", id="y continuous"),
+    pytest.param(
+        np.where(np.eye(60, 5) > 0, 1e39, X_GOOD.astype(np.float64)), None, ValueError, "float32 range", id="f32"
+    ),
     pytest.param(X_GOOD, np.arange(60), ValueError, "60 classes for 60 samples", id="y one per sample"),
     pytest.param(X_GOOD, np.where(np.arange(60) < 6, 3, -1), ValueError, "one label", id="y one class"),
     pytest.param(X_GOOD, np.array(["a", "b", "None"] * 20, dtype=object), ValueError, "'None'", id="y 'None' text"),

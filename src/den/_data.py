@@ -280,11 +280,13 @@ def as_features(X, *, min_samples: int = 3, estimator: str = "DEN") -> Features:
         flat = check_array(
             images.reshape(len(images), -1), dtype=[np.float32, np.float64], ensure_min_samples=min_samples
         )
+        check_finite(flat, "X")  # scikit-learn's check does not know den's float32 range
         return Features(flat, pd.Index([f"p{i}" for i in range(flat.shape[1])]), tuple(images.shape[1:]))
     kw = {"dtype": [np.float32, np.float64], "ensure_min_samples": min_samples}
     X = check_array(X, accept_sparse=["csr", "csc", "coo"], **kw)
     if sparse.issparse(X):
         X = X.tocsr()
+    check_finite(X, "X")
     return Features(X, pd.Index([str(i) for i in range(X.shape[1])]))
 
 

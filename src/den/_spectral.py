@@ -245,6 +245,12 @@ def discover_clusters(
         core[ci[small]] = False
         keep = np.flatnonzero(~small)
         ci, W = ci[keep], W[keep][:, keep].tocsr()
+    if n_clusters is not None and n_clusters > len(ci) // 2:
+        msg = (
+            f"n_clusters={n_clusters} is more than this map can hold: {len(ci)} of its cells are well placed, "
+            f"and a cluster needs two or more of them. Pass n_clusters={len(ci) // 2} or fewer."
+        )
+        raise ValueError(msg)
     deg = np.asarray(W.sum(1)).ravel()
     d = 1 / np.sqrt(np.maximum(deg, 1e-300))
     S = (sparse.diags(d) @ W @ sparse.diags(d)).tocsr()
