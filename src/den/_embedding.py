@@ -54,6 +54,7 @@ class EmbeddingFit:
     epoch_seconds: list[float] = field(default_factory=list)  #: wall time of each epoch (rank 0's)
     learning_rate: float = 0.0  #: the initial rate as used (``devices`` x the configured one)
     graph: np.ndarray | None = None  #: ``rep``'s kNN graph (indices, cells x ``n_neighbors``); None if batch-balanced
+    graph_distances: np.ndarray | None = None  #: the distances of ``graph``'s edges (same shape)
 
 
 def default_epochs(n_cells: int, n_pairs: int, batch_size: int) -> int:
@@ -226,7 +227,9 @@ def fit_embedding(
         msg = "Every cell has the same features (a constant matrix): there is nothing to embed. Check the input."
         raise ValueError(msg)
     generator = torch.Generator(device=device).manual_seed(seed)  # batches are drawn on the training device
-    sampler, near, graph = pair_sampler(rep, config, k, seed=seed, generator=generator, labels=labels, batches=batches)
+    sampler, near, (graph, distances) = pair_sampler(
+        rep, config, k, seed=seed, generator=generator, labels=labels, batches=batches
+    )
     head = None
     if labels is not None and config.label_head:
         with torch_seed(seed + 1):
@@ -246,7 +249,8 @@ def fit_embedding(
     if head is not None:
         model.attach_labels({"categories": list(label_categories)}, head.cpu())
     fit = EmbeddingFit(model, history, rep, len(near[0]), n_epochs, k, seed, epoch_seconds=runner.seconds)
-    fit.pca_given, fit.learning_rate, fit.graph = given_pca is not None, runner.learning_rate, graph
+    fit.pca_given, fit.learning_rate = given_pca is not None, runner.learning_rate
+    fit.graph, fit.graph_distances = graph, distances
     return fit
 
 
@@ -266,8 +270,8 @@ def pair_sampler(rep, config: EmbedConfig, k: int, *, seed, generator, labels, b
     """The near pairs of ``rep``'s kNN graph (batch-balanced with ``batches``), their sampler, and the graph.
 
     With ``labels``, near pairs across two known labels are dropped and same-label pairs join them.
-    The graph (indices, cells x ``k``) is returned for reuse (the clustering's data graph), ``None``
-    when batch-balanced.
+    The graph (indices and distances, cells x ``k``) is returned for reuse (the clustering's data
+    graph), ``(None, None)`` when batch-balanced.
     """
     if batches is None:
         knn_idx, knn_dist = knn(rep, k, random_state=seed, device=generator.device)
@@ -293,7 +297,7 @@ def pair_sampler(rep, config: EmbedConfig, k: int, *, seed, generator, labels, b
         extra=extra,
         weights=weights,
     )
-    return sampler, near, (knn_idx if batches is None else None)
+    return sampler, near, ((knn_idx, knn_dist) if batches is None else (None, None))
 
 
 def embedding_plan(model, config: EmbedConfig, source, sampler, near, generator, *, device, head, labels):

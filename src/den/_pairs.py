@@ -128,6 +128,32 @@ def sorted_unique(values: np.ndarray) -> np.ndarray:
     return values[np.concatenate(([True], values[1:] != values[:-1]))] if len(values) else values
 
 
+def graph_matrix(knn_idx: np.ndarray, knn_dist: np.ndarray) -> sparse.csr_matrix:
+    """The kNN graph as scanpy stores ``obsp["distances"]``: cells x cells, each row its k neighbours' distances.
+
+    Each row keeps the search's order (nearest first), which :func:`graph_from_matrix` reads back.
+    """
+    n, k = knn_idx.shape
+    indptr = np.arange(0, n * k + 1, k, dtype=np.int64)
+    return sparse.csr_matrix((knn_dist.astype(np.float32).ravel(), knn_idx.ravel(), indptr), shape=(n, n))
+
+
+def graph_from_matrix(matrix, k: int) -> np.ndarray | None:
+    """Neighbour indices (cells x ``k``, nearest first) of a :func:`graph_matrix`; ``None`` unless every row has ``k``.
+
+    Rows lose neighbours when the AnnData is subset after the graph was stored: then ``None``
+    (the caller searches again).
+    """
+    if not sparse.issparse(matrix) or matrix.shape[0] != matrix.shape[1]:
+        return None
+    matrix = sparse.csr_matrix(matrix)
+    if not (np.diff(matrix.indptr) == k).all():
+        return None
+    n = matrix.shape[0]
+    idx, dist = matrix.indices.reshape(n, k), matrix.data.reshape(n, k)
+    return np.take_along_axis(idx, np.argsort(dist, axis=1, kind="stable"), axis=1).astype(np.int64)
+
+
 def knn_pairs(knn_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Every kNN edge as an unordered pair ``(i, j)``, ``i < j``, deduplicated (the contrastive loss's near pairs)."""
     n, k = knn_idx.shape

@@ -9,6 +9,7 @@ from sklearn.metrics import adjusted_rand_score
 from torch import nn
 
 import den
+from den._pairs import graph_from_matrix
 
 FAST = {"head_epochs": 5, "finetune_epochs": 1, "progress_bar": False}
 
@@ -158,3 +159,41 @@ def test_reads_the_data_through_the_network_front_once(trained, monkeypatch):
     monkeypatch.undo()
     model = DENModel.from_adata(adata, key="den", cluster_key="den_clusters")
     np.testing.assert_array_equal(adata.obsm["den_clusters_proba"], model.predict_proba(adata.X, adata.var_names))
+
+
+def test_embed_stores_the_knn_graph_of_its_near_pairs(pbmc_embedded):
+    """obsp["den_distances"]: each cell's n_neighbors nearest in the representation, as sc.pp.neighbors stores them."""
+    from scipy import sparse
+    from sklearn.neighbors import NearestNeighbors
+
+    adata = pbmc_embedded
+    graph = adata.obsp["den_distances"]
+    k = adata.uns["den"]["fit"]["n_neighbors"]
+    assert sparse.issparse(graph) and graph.shape == (adata.n_obs, adata.n_obs)
+    assert adata.uns["den"]["fit"]["distances_key"] == "den_distances"
+    rep = np.asarray(adata.obsm["X_pca"], dtype=np.float32)  # the use_rep embed recorded
+    dist, idx = NearestNeighbors(n_neighbors=k + 1).fit(rep).kneighbors(rep)
+    stored = graph_from_matrix(graph, k)
+    assert (stored[:, :5] == idx[:, 1:6]).mean() > 0.99  # the nearest first, self excluded
+    rows = np.repeat(np.arange(adata.n_obs), k)
+    np.testing.assert_allclose(np.asarray(graph[rows, stored.ravel()]).ravel(), dist[:, 1:].ravel(), rtol=1e-4)
+
+
+def test_cluster_reads_the_stored_graph_instead_of_searching(pbmc_embedded, monkeypatch):
+    from den import _clustering
+
+    searches, search = [], _clustering.knn
+    monkeypatch.setattr(_clustering, "knn", lambda *a, **kw: (searches.append(1), search(*a, **kw))[1])
+    stored = pbmc_embedded.copy()
+    den.tl.cluster(stored, **FAST)
+    assert searches == []
+    fresh = pbmc_embedded.copy()
+    del fresh.obsp["den_distances"]
+    den.tl.cluster(fresh, **FAST)  # the same search again: the same clusters
+    assert searches == [1]
+    np.testing.assert_array_equal(stored.obs["den_clusters"], fresh.obs["den_clusters"])
+    np.testing.assert_array_equal(stored.obsm["den_clusters_proba"], fresh.obsm["den_clusters_proba"])
+    subset = pbmc_embedded[pbmc_embedded.obs["bulk_labels"] != "Dendritic"].copy()  # rows lose neighbours
+    assert graph_from_matrix(subset.obsp["den_distances"], 15) is None
+    den.tl.cluster(subset, **FAST)  # searches its own graph
+    assert searches == [1, 1]

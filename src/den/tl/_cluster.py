@@ -11,6 +11,7 @@ from den._clustering import fit_clusters
 from den._config import ClusterConfig
 from den._data import Features, get_matrix
 from den._model import DENModel, fingerprint
+from den._pairs import graph_from_matrix
 from den._utils import check_copy, check_key_added, check_random_state, make_actual
 
 from ._batches import training_batches
@@ -42,7 +43,8 @@ def cluster(
     """Find clusters on the DEN map without being told how many, and learn them parametrically.
 
     1. The affinity lives on the *data's* kNN graph (the representation
-       :func:`den.tl.embed` trained on), each edge weighted by the network's own belief
+       :func:`den.tl.embed` trained on; the graph it stored in ``obsp`` when that has
+       ``n_neighbors`` per cell, else searched again), each edge weighted by the network's own belief
        that the pair is near, ``1 - F_cdf((d_map / (gamma s))^2)`` (the F distribution of
        DEN's loss; ``s``: the median map length of the graph's edges, for the contrastive
        loss); edges it treats as far are dropped.
@@ -143,6 +145,7 @@ def cluster(
         rep=_embedding_rep(adata, key),
         batches=training_batches(adata, model, key),
         progress_bar=progress_bar,
+        graph=_embedding_graph(adata, key),
     )
     k = len(result.categories)
     logg.info(
@@ -179,6 +182,13 @@ def cluster(
         ),
     )
     return adata if copy else None
+
+
+def _embedding_graph(adata: AnnData, key: str) -> np.ndarray | None:
+    """The kNN graph :func:`den.tl.embed` stored in ``obsp``, if there and whole (cells x its neighbours), else ``None``."""
+    resolved = adata.uns[key].get("fit", {})
+    matrix = adata.obsp.get(resolved.get("distances_key", ""))
+    return None if matrix is None else graph_from_matrix(matrix, int(resolved["n_neighbors"]))
 
 
 def _embedding_rep(adata: AnnData, key: str) -> np.ndarray | None:

@@ -14,6 +14,7 @@ from den._config import EmbedConfig
 from den._data import Features, check_names, column_mean, get_matrix, warn_if_counts
 from den._embedding import fit_embedding, pca_width, warn_if_collapsed
 from den._estimator import encode_labels
+from den._pairs import graph_matrix
 from den._pca import reproduces
 from den._utils import check_copy, check_key_added, check_random_state, get_device, make_actual
 
@@ -114,6 +115,11 @@ def embed(
         learning rate, near pairs, seed, device, and ``pca``: ``"adata.varm['PCs']"`` or ``"den"``),
         ``history`` (mean loss and wall seconds per epoch) and ``model`` (JSON config and
         weights; see :class:`den.DENModel`).
+    `adata.obsp['den_distances' | key_added + '_distances']` : :class:`scipy.sparse.csr_matrix`
+        The kNN graph the near pairs came from (each cell's ``n_neighbors`` nearest, with their
+        distances in the representation), as ``sc.pp.neighbors`` stores ``distances``;
+        :func:`den.tl.cluster` reads it instead of searching again. Not written with
+        ``batch_key`` (batch-balanced neighbours).
 
     Examples
     --------
@@ -160,10 +166,16 @@ def embed(
     make_actual(adata)
     adata.obsm[key_obsm] = coords
     adata.uns[key_uns] = entry
+    graph_key = f"{key_uns}_distances"
+    adata.obsp.pop(graph_key, None)  # an earlier embedding's graph
+    if fit.graph is not None:  # den.tl.cluster reads it instead of searching again
+        adata.obsp[graph_key] = graph_matrix(fit.graph, fit.graph_distances)
+        entry["fit"]["distances_key"] = graph_key
     logg.info(
         "    finished",
         time=start,
-        deep=f"added\n    {key_obsm!r}, DEN coordinates (adata.obsm)\n    {key_uns!r}, parameters, history and model (adata.uns)",
+        deep=f"added\n    {key_obsm!r}, DEN coordinates (adata.obsm)\n    {key_uns!r}, parameters, history and model "
+        f"(adata.uns)\n    {graph_key!r}, the kNN graph of the near pairs (adata.obsp)",
     )
     return adata if copy else None
 
