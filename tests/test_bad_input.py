@@ -163,6 +163,11 @@ def _rep_3d(a):
     return a
 
 
+def _constant_rep(a):
+    a.obsm["X_flat"] = np.ones((a.n_obs, 3), dtype=np.float32)
+    return a
+
+
 def _nan_rep(a):
     a.obsm["X_pca"] = np.random.default_rng(0).normal(size=(a.n_obs, 5))
     a.obsm["X_pca"][0, 0] = np.nan
@@ -184,6 +189,7 @@ EMBED_DATA = [
     pytest.param(lambda a: a, {"layer": "nope"}, KeyError, "Layer 'nope' not found", id="missing layer"),
     pytest.param(lambda a: a, {"use_rep": "X_nope"}, KeyError, "use_rep='X_nope'", id="missing use_rep"),
     pytest.param(_rep_3d, {"use_rep": "X_bad"}, ValueError, "2-D array", id="3-D use_rep"),
+    pytest.param(_constant_rep, {"use_rep": "X_flat"}, ValueError, "use_rep. is the same for every", id="flat rep"),
     pytest.param(_nan_rep, {}, ValueError, "finite 2-D array", id="NaN in X_pca"),
     pytest.param(_text_rep, {"use_rep": "X_text"}, ValueError, r"X_text'\] must be a finite 2-D", id="text use_rep"),
     pytest.param(lambda a: a, {"labels_key": "nope"}, KeyError, "labels_key='nope'", id="missing labels_key"),
@@ -444,11 +450,13 @@ DIFF_CASES = [
     pytest.param(("0", "1"), {"groupby": "nope"}, KeyError, "groupby='nope'", id="missing groupby"),
     pytest.param(("0", "1"), {"max_cells": 0}, ValueError, "max_cells", id="max_cells 0"),
     pytest.param(("0", "1"), {"explainer": "x"}, ValueError, "Unknown explainer", id="bad explainer"),
+    pytest.param(("0", "1"), {"key_added": "n_cells"}, ValueError, r"holds a int, not comparisons", id="key_added"),
 ]
 
 
 @pytest.mark.parametrize(("groups", "kwargs", "error", "match"), DIFF_CASES)
 def test_differentiating_bad_input(trained, groups, kwargs, error, match):
+    trained.uns["n_cells"] = 400  # something of the user's under a key
     _check(trained, lambda a: den.tl.differentiating_features(a, *groups, **kwargs), error, match)
 
 

@@ -222,9 +222,15 @@ def fit_embedding(
     model = build_model(features, config, seed=seed, layer=layer, n_pcs=n_pcs, centred=batch_centering, batches=batches)
     given_pca = usable_pca(given_pca, n_pcs)
     source, front = training_inputs(model, features, seed, device, batches if batch_centering else None, given_pca)
+    given = rep is not None
     rep = representation(features, front, seed) if rep is None else np.asarray(rep, dtype=np.float32)
-    if not np.ptp(rep, axis=0).any():
-        msg = "Every cell has the same features (a constant matrix): there is nothing to embed. Check the input."
+    if rep.shape[1] == 0 or not np.ptp(rep, axis=0).any():
+        msg = (
+            "The representation given for the neighbours (use_rep) is the same for every cell: recompute it or pass "
+            "another use_rep."
+            if given
+            else "Every cell has the same features (a constant matrix): there is nothing to embed. Check the input."
+        )
         raise ValueError(msg)
     generator = torch.Generator(device=device).manual_seed(seed)  # batches are drawn on the training device
     sampler, near, (graph, distances) = pair_sampler(

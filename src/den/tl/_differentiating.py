@@ -82,6 +82,9 @@ def differentiating_features(
     start = logg.info(f"computing features differentiating {group1} from {group2}")
     check_copy(adata, copy)
     check_key_added(adata, key_added, "differentiating_features")
+    if not isinstance(adata.uns.get(key_added, {}), dict):  # comparisons are added to a dict there
+        msg = f"adata.uns[{key_added!r}] holds a {type(adata.uns[key_added]).__name__}, not comparisons; pass another key_added."
+        raise ValueError(msg)
     check_sizes(max_cells=max_cells, n_background=n_background)
     seed = check_random_state(random_state)
     rng = np.random.default_rng(seed)
