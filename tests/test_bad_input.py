@@ -206,6 +206,22 @@ def test_embed_all_labels_missing(small):
     _check(small, lambda a: den.tl.embed(a, labels_key="known", **FAST), ValueError, "no labelled sample")
 
 
+@pytest.mark.parametrize(
+    "labels",
+    [
+        pytest.param(np.repeat([0.1, 0.5, 1.0], 100), id="doses"),
+        pytest.param(np.array([0, 1, 2, 3, 4, 5, 0, 1, 2, 3] * 30), id="six classes"),
+        pytest.param(np.array(["none", "drug", "NA"] * 100, dtype=object), id="'none' and 'NA' as names"),
+        pytest.param(np.where(np.arange(300) % 100 == 0, np.arange(300) % 7, -1), id="1 % labelled, all different"),
+    ],
+)
+def test_labels_that_are_classes_are_kept(labels):
+    from den._estimator import encode_labels
+
+    codes, classes = encode_labels(labels, len(labels))
+    assert len(classes) >= 2 and (codes >= 0).sum() == (pd.Series(labels) != -1).sum()
+
+
 def _nan_text(a):  # NaN turned into text, as astype(str) does
     a.obs["lab"] = np.where(np.arange(a.n_obs) % 2, "T", "B").astype(object)
     a.obs.loc[a.obs_names[::3], "lab"] = "nan"
@@ -232,8 +248,10 @@ def _cell_ids(a):
     [
         pytest.param(_nan_text, r"holds 'nan' as the label of \d+ samples.*replace", id="'nan' text"),
         pytest.param(_one_label, "one label .'T cell'. for every labelled sample", id="one label"),
-        pytest.param(_measurement, "measurement or an ID.*non-integer", id="measurement"),
-        pytest.param(_cell_ids, r"measurement or an ID.*\d+ classes for \d+ samples", id="IDs"),
+        pytest.param(
+            _measurement, r"measurement or an ID.*\d+ of \d+ samples carry a label no other", id="measurement"
+        ),
+        pytest.param(_cell_ids, r"measurement or an ID.*\d+ of \d+ samples carry a label no other", id="IDs"),
     ],
 )
 def test_embed_labels_that_are_not_classes(small, make, match):
@@ -690,7 +708,7 @@ ESTIMATOR_FIT = [
     pytest.param(
         np.where(np.eye(60, 5) > 0, 1e39, X_GOOD.astype(np.float64)), None, ValueError, "float32 range", id="f32"
     ),
-    pytest.param(X_GOOD, np.arange(60), ValueError, "60 classes for 60 samples", id="y one per sample"),
+    pytest.param(X_GOOD, np.arange(60), ValueError, "60 of 60 samples carry a label no other", id="y one per sample"),
     pytest.param(X_GOOD, np.where(np.arange(60) < 6, 3, -1), ValueError, "one label", id="y one class"),
     pytest.param(X_GOOD, np.array(["a", "b", "None"] * 20, dtype=object), ValueError, "'None'", id="y 'None' text"),
     pytest.param(np.ones((60, 5)), None, ValueError, "constant matrix", id="constant"),

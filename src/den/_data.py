@@ -109,8 +109,9 @@ def check_unique_cells(adata: AnnData) -> None:
         raise ValueError(msg)
 
 
-#: texts that mean "no label" (NaN turned into text by ``astype(str)``), refused as classes
-MISSING_TEXTS = ("nan", "none", "na", "<na>", "")
+#: texts that mean "no label", refused as classes: what ``astype(str)`` makes of NaN, None, pd.NA and NaT,
+#: the empty text and "-1" (den's number for "unlabelled", as text). Exact: "none" or "NA" can be real labels.
+MISSING_TEXTS = ("nan", "None", "<NA>", "NaT", "", "-1")
 
 
 def label_order(column: pd.Series) -> list[str]:

@@ -491,7 +491,7 @@ def encode_labels(y, n: int, name: str = "y") -> tuple[np.ndarray, list]:
 
 def check_classes(known: pd.Series, classes: list, n: int, name: str) -> None:
     """Errors for labels that are not classes: "nan" as text, one class, a measurement, an ID per sample."""
-    texts = [c for c in classes if isinstance(c, str) and c.strip().lower() in MISSING_TEXTS]
+    texts = [c for c in classes if isinstance(c, str) and c.strip() in MISSING_TEXTS]
     if texts:
         count = int(known.isin(texts).sum())
         msg = (
@@ -505,13 +505,11 @@ def check_classes(known: pd.Series, classes: list, n: int, name: str) -> None:
             "labels with at least two classes, or none for unsupervised training."
         )
         raise ValueError(msg)
-    fractional = [c for c in classes if isinstance(c, float | np.floating) and not float(c).is_integer()]
-    if fractional or len(classes) > max(2, n // 2):
-        why = (
-            f"non-integer values such as {fractional[0]!r}" if fractional else f"{len(classes)} classes for {n} samples"
-        )
+    counts = known.value_counts()
+    alone = int(counts[counts == 1].sum())  # samples whose label no other sample has
+    if alone > n / 2:
         msg = (
-            f"{name} looks like a measurement or an ID, not classes ({why}). Pass categorical labels (e.g. cell "
-            "types; NaN or -1 where unknown)."
+            f"{name} looks like a measurement or an ID, not classes: {alone} of {n} samples carry a label no other "
+            f"sample has ({len(classes)} labels). Pass categorical labels (e.g. cell types; NaN or -1 where unknown)."
         )
         raise ValueError(msg)

@@ -245,10 +245,10 @@ def discover_clusters(
         core[ci[small]] = False
         keep = np.flatnonzero(~small)
         ci, W = ci[keep], W[keep][:, keep].tocsr()
-    if n_clusters is not None and n_clusters > len(ci) // 2:
+    if n_clusters is not None and n_clusters > len(ci):
         msg = (
-            f"n_clusters={n_clusters} is more than this map can hold: {len(ci)} of its cells are well placed, "
-            f"and a cluster needs two or more of them. Pass n_clusters={len(ci) // 2} or fewer."
+            f"n_clusters={n_clusters} is more than this map can hold: {len(ci)} of its cells are well placed "
+            f"(the clusters are drawn on them). Pass n_clusters={len(ci)} or fewer."
         )
         raise ValueError(msg)
     deg = np.asarray(W.sum(1)).ravel()

@@ -148,7 +148,7 @@ def _reference_labels(reference: AnnData, obs: str) -> tuple[np.ndarray, list[st
     known = column.notna().to_numpy()
     values = column.astype(str).to_numpy()
     categories = label_order(column[known])
-    texts = [c for c in categories if c.strip().lower() in MISSING_TEXTS]
+    texts = [c for c in categories if c.strip() in MISSING_TEXTS]
     if texts:
         msg = (
             f"reference.obs[{obs!r}] holds {texts[0]!r} as a label: missing values turned into text (e.g. by "
