@@ -164,13 +164,13 @@ def embed(
 
     adata = adata.copy() if copy else adata
     make_actual(adata)
-    adata.obsm[key_obsm] = coords
-    adata.uns[key_uns] = entry
     graph_key = f"{key_uns}_distances"
     adata.obsp.pop(graph_key, None)  # an earlier embedding's graph
     if fit.graph is not None:  # den.tl.cluster reads it instead of searching again
         adata.obsp[graph_key] = graph_matrix(fit.graph, fit.graph_distances)
         entry["fit"]["distances_key"] = graph_key
+    adata.obsm[key_obsm] = coords
+    adata.uns[key_uns] = entry
     logg.info(
         "    finished",
         time=start,
