@@ -102,6 +102,15 @@ def test_marker_heatmap_rejects_dotplot_options(full):
         den.pl.marker_features(full, dendrogram=False, show=False)
 
 
+def test_embedding_names_an_unknown_colour_and_its_closest_names(full):
+    var = full.var_names[1]
+    with pytest.raises(KeyError, match=rf"color='{var.upper()}' is neither.* Did you mean '{var}'"):
+        den.pl.embedding(full, color=["den_clusters", var.upper()], show=False)  # before drawing anything
+    assert not plt.get_fignums()
+    den.pl.embedding(full, color=["den_clusters", var], show=False)
+    plt.close("all")
+
+
 def test_marker_heatmap_reads_a_string_as_one_group(full):
     ax = den.pl.marker_features(full, groups="0", show=False)
     assert [t.get_text() for t in ax.get_yticklabels()] == ["0"]

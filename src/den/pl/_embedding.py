@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from den.pl._utils import doc_plot_params, finish, map_key, new_axes, uns_entry
+from den.pl._utils import check_colors, doc_plot_params, finish, map_key, new_axes, uns_entry
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -31,6 +31,7 @@ def embedding(adata: AnnData, *, basis: str = "den", **kwargs):
     import scanpy as sc
 
     map_key(adata, basis)
+    check_colors(adata, kwargs.get("color"), gene_symbols=kwargs.get("gene_symbols"), use_raw=kwargs.get("use_raw"))
     return sc.pl.embedding(adata, basis=basis, **kwargs)
 
 

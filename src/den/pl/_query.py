@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from den._data import label_order
-from den.pl._utils import finish, map_key
+from den.pl._utils import color_error, finish, map_key
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -75,8 +75,7 @@ def _values(adata: AnnData, key: str) -> pd.Series:
     if key in adata.var_names:
         col = adata[:, key].X
         return pd.Series(np.asarray(col.todense() if hasattr(col, "todense") else col).ravel(), index=adata.obs_names)
-    msg = f"color={key!r} is neither a column of adata.obs nor a gene of adata.var_names."
-    raise KeyError(msg)
+    raise color_error(adata, key)
 
 
 def _reference_colours(reference: AnnData, key: str) -> dict[str, object] | None:

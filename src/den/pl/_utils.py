@@ -59,6 +59,29 @@ def uns_entry(adata, key: str, tool: str) -> dict:
     return entry
 
 
+def color_error(adata, key: str) -> KeyError:
+    """The error for a ``color`` that is neither an ``obs`` column nor a gene, with the closest names."""
+    import difflib
+
+    names = [*map(str, adata.obs.columns), *map(str, adata.var_names)]
+    by_case = [n for n in names if n.lower() == str(key).lower()]
+    close = by_case or difflib.get_close_matches(str(key), names, n=3, cutoff=0.75)
+    hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+    return KeyError(f"color={key!r} is neither a column of adata.obs nor a gene of adata.var_names.{hint}")
+
+
+def check_colors(adata, color, *, gene_symbols: str | None = None, use_raw: bool | None = None) -> None:
+    """Raise :func:`color_error` before drawing for a ``color`` scanpy would not find (its bare ``KeyError``)."""
+    known = set(adata.obs.columns) | set(adata.var_names)
+    if adata.raw is not None and use_raw is not False:
+        known |= set(adata.raw.var_names)
+    if gene_symbols is not None and gene_symbols in adata.var:
+        known |= set(adata.var[gene_symbols].astype(str))
+    for key in [color] if isinstance(color, str) else list(color or []):
+        if key is not None and key not in known:
+            raise color_error(adata, key)
+
+
 def map_key(adata, basis: str, name: str = "adata", fix: str = "Run `den.tl.embed(adata)` first.") -> str:
     """The ``obsm`` key of a map given as ``basis``: ``"X_den"`` as given, ``"den"`` as scanpy reads it."""
     key = basis if basis in adata.obsm else f"X_{basis}"
