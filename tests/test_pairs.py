@@ -67,6 +67,23 @@ def test_large_graphs_are_searched_exactly_on_a_cuda_device(rng, monkeypatch):
     np.testing.assert_array_equal(idx, _exact(x, 8)[0][:, 1:])  # the graph without each cell itself
 
 
+def test_neighbours_pynndescent_did_not_find_are_searched_exactly(rng, monkeypatch):
+    monkeypatch.setattr(_pairs, "EXACT_KNN_MAX_CELLS", 100)
+    x = rng.normal(size=(300, 5)).astype(np.float32)
+
+    class Incomplete:  # pynndescent leaves -1 where it found too few neighbours (many identical rows)
+        def __init__(self, rep, n_neighbors, **kwargs):
+            idx, dist = _exact(rep, n_neighbors)
+            idx[::7, -2:], dist[::7, -2:] = -1, np.inf
+            self.neighbor_graph = idx.astype(np.int32), dist.astype(np.float32)
+
+    monkeypatch.setitem(sys.modules, "pynndescent", types.ModuleType("pynndescent"))
+    monkeypatch.setattr(sys.modules["pynndescent"], "NNDescent", Incomplete, raising=False)
+    idx, dist = knn(x, 7)
+    assert (idx >= 0).all() and np.isfinite(dist).all()  # a -1 would pair each such cell with the last one
+    np.testing.assert_array_equal(idx, _exact(x, 8)[0][:, 1:])
+
+
 def _exact(x, k):
     full = np.linalg.norm(x[:, None] - x[None], axis=2)
     order = np.argsort(full, 1, kind="stable")[:, :k]

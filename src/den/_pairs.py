@@ -44,8 +44,24 @@ def knn(
         from pynndescent import NNDescent
 
         index = NNDescent(rep, n_neighbors=n_neighbors + 1, random_state=random_state, low_memory=True)
-        idx, dist = index.neighbor_graph
+        idx, dist = _fill_missing(rep, *index.neighbor_graph)
     return _drop_self(idx, dist, n_neighbors)
+
+
+def _fill_missing(rep: np.ndarray, idx: np.ndarray, dist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Exact neighbours for the rows where pynndescent left ``-1`` (too few found, e.g. among many identical rows).
+
+    A ``-1`` read as an index would pair the cell with the last one, silently.
+    """
+    bad = np.flatnonzero((idx < 0).any(1))
+    if len(bad):
+        from sklearn.neighbors import NearestNeighbors
+
+        search = NearestNeighbors(n_neighbors=idx.shape[1], algorithm="brute").fit(rep)
+        dist_bad, idx_bad = search.kneighbors(rep[bad])
+        idx, dist = idx.copy(), dist.copy()
+        idx[bad], dist[bad] = idx_bad, dist_bad
+    return idx, dist
 
 
 def _fits(rep: np.ndarray, device: torch.device) -> bool:
