@@ -111,6 +111,21 @@ def test_embedding_names_an_unknown_colour_and_its_closest_names(full):
     plt.close("all")
 
 
+def test_spectrum_says_when_k_was_forced(full):
+    ax = den.pl.spectrum(full, show=False)  # the fixture clusters with n_clusters=3
+    assert "forced: n_clusters = 3" in [t.get_text() for t in ax.get_legend().get_texts()]
+    plt.close("all")
+
+
+def test_differentiating_bars_show_which_genes_are_lower_in_the_group(full):
+    ax = den.pl.differentiating_features(full, "0", "1", n_genes=5, show=False)
+    table = full.uns["den_differentiating_features"]["0_vs_1"]["table"].set_index("names")
+    bars = {t.get_text(): p for t, p in zip(ax.get_yticklabels(), ax.patches, strict=False)}
+    assert bars and all((p.get_hatch() == "///") == (table.loc[g, "logfoldchange"] < 0) for g, p in bars.items())
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["higher in 0", "lower in 0"]
+    plt.close("all")
+
+
 def test_marker_heatmap_reads_a_string_as_one_group(full):
     ax = den.pl.marker_features(full, groups="0", show=False)
     assert [t.get_text() for t in ax.get_yticklabels()] == ["0"]

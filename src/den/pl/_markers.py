@@ -177,7 +177,7 @@ def shap_summary(
         plot_size=None,
     )
     ax.set_title(f"{entry['params']['groupby']} {group}: SHAP of its logit")
-    ax.set_xlabel(f"SHAP value (the other {values.shape[1] - len(top)} genes add {rest:+.2f} on average)")
+    ax.set_xlabel(f"SHAP value\n(the other {values.shape[1] - len(top)} genes add {rest:+.2f} on average)")
     return finish(fig, ax, show=show, return_fig=return_fig)
 
 
@@ -224,11 +224,13 @@ def cell_features(
     plt.figure(figsize=(6, 0.4 * n_genes + 1.5))
     values = np.asarray(entry["values"])[i]
     explanation = _explanation(values, float(np.asarray(entry["base_values"])[i]), x[0], entry["genes"])
-    shap.plots.waterfall(explanation, max_display=n_genes, show=False)
+    shap.plots.waterfall(explanation, max_display=n_genes + 1, show=False)  # + 1: shap counts the "other" row
     fig = plt.gcf()
     ax = fig.axes[0]
     group = np.asarray(entry["groups"])[i]
     ax.set_title(f"cell {cell}: logit of {entry['params']['cluster_key']} {group}")
+    fig.set_size_inches(7.5, 0.4 * n_genes + 2)  # shap sets its own size; the gene names need the room
+    fig.tight_layout()
     return finish(fig, ax, show=show, return_fig=return_fig)
 
 
@@ -245,6 +247,11 @@ def differentiating_features(
     return_fig: bool = False,
 ):
     """Bar chart of the genes that most move cells from ``group2`` towards ``group1`` (and back).
+
+    Red bars push towards ``group1``, blue towards ``group2``. SHAP speaks of the gene's value
+    either way: a gene *lower* in ``group1`` (log2 fold change < 0, hatched, its value written at
+    the bar) can push towards it by its absence. Fold changes need the data on a log1p scale
+    (see :func:`den.tl.differentiating_features`); without them the bars are plain.
 
     Parameters
     ----------
@@ -268,10 +275,31 @@ def differentiating_features(
     df = store[name]["table"]
     top = pd.concat([df.head(n_genes), df.tail(n_genes)]).drop_duplicates("names")
     top = top[top["score"] != 0].iloc[::-1]
-    fig, ax = new_axes(ax, (5, 0.25 * len(top) + 1.5))
+    fig, ax = new_axes(ax, (5.5, 0.25 * len(top) + 1.5))
     colors = np.where(top["score"] > 0, "C3", "C0")
-    ax.barh(top["names"].astype(str), top["score"], color=colors)
+    bars = ax.barh(top["names"].astype(str), top["score"], color=colors)
+    lfc = pd.to_numeric(top.get("logfoldchange", pd.Series(np.nan, index=top.index)), errors="coerce").to_numpy()
+    if np.isfinite(lfc).any():
+        _mark_fold_changes(ax, bars, lfc, str(group1))
     ax.axvline(0, color="0.3", lw=0.8)
     ax.set_xlabel(f"mean SHAP of logit({group1}) - logit({group2})")
-    ax.set_title(f"{group1} vs {group2}")
+    groupby = store[name].get("params", {}).get("groupby")
+    ax.set_title(f"{groupby}: {group1} vs {group2}" if groupby else f"{group1} vs {group2}")
     return finish(fig, ax, show=show, return_fig=return_fig)
+
+
+def _mark_fold_changes(ax, bars, lfc: np.ndarray, group: str) -> None:
+    """Hatch the bars of genes lower in ``group``, write each log2 fold change at its bar, and say so in a legend."""
+    from matplotlib.patches import Patch
+
+    for bar, value in zip(bars, lfc, strict=True):
+        if value < 0:
+            bar.set_hatch("///")
+            bar.set_edgecolor("white")
+    ax.bar_label(bars, labels=["" if not np.isfinite(v) else f"{v:+.1f}" for v in lfc], padding=2, fontsize=7)
+    ax.margins(x=0.15)
+    handles = [
+        Patch(facecolor="0.6", label=f"higher in {group}"),
+        Patch(facecolor="0.6", hatch="///", label=f"lower in {group}"),
+    ]
+    ax.legend(handles=handles, title="log2 fold change", fontsize=7, title_fontsize=7, loc="best")

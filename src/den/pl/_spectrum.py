@@ -47,7 +47,9 @@ def spectrum(
     fig, ax = new_axes(ax, (4.5, 3))
     pos = np.arange(1, len(evals) + 1)
     ax.plot(pos, evals, "o-", ms=3, color="0.4")
-    ax.plot(pos[:k], evals[:k], "o", ms=5, color="C3", label=f"eigengap rule: k = {k}")
+    forced = entry.get("params", {}).get("n_clusters")
+    rule = f"forced: n_clusters = {forced}" if forced is not None else f"eigengap rule: k = {k}"
+    ax.plot(pos[:k], evals[:k], "o", ms=5, color="C3", label=rule)
     ax.axvline(k + 0.5, color="C3", ls="--", lw=1)
     n_rule = int(entry.get("params", {}).get("max_clusters", len(evals) - 1)) + 1
     cut = bridge_threshold(evals[:n_rule])
@@ -55,7 +57,7 @@ def spectrum(
         ax.axhline(cut, color="C0", ls=":", lw=1, label=f"bridge test: median / {BRIDGE_RATIO:g}")
     ax.set_yscale("symlog", linthresh=EIG_FLOOR)
     ax.set_ylim(bottom=0)
-    ax.set_xlabel("index")
+    ax.set_xlabel("eigenvalue rank")
     ax.set_ylabel("eigenvalue of the normalised Laplacian")
     ax.set_title(f"DEN cluster spectrum ({k_final} clusters in the end)")
     ax.legend(frameon=False, loc="lower right")

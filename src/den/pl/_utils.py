@@ -26,10 +26,10 @@ def doc_plot_params(func):
 
 
 def new_axes(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Figure, Axes]:
-    """Use ``ax``, or make a figure with one axes."""
+    """Use ``ax``, or make a figure with one axes (constrained layout: labels are not cut when it is saved)."""
     if ax is not None:
         return ax.figure, ax
-    fig, ax = plt.subplots(figsize=figsize)
+    fig, ax = plt.subplots(figsize=figsize, layout="constrained")
     return fig, ax
 
 
