@@ -177,3 +177,17 @@ def test_spectrum_marks_k_and_the_bridge_cut_off(full):
     assert k_line[0].get_xdata()[0] == entry["n_eigengap"] + 0.5
     assert ax.get_yscale() == "symlog"
     plt.close("all")
+
+
+def test_image_attributions_scale_what_they_draw():
+    rng = np.random.default_rng(0)
+    images = rng.random((30, 3, 6, 6))
+    shap_values = np.full(images.shape, 0.5)  # every channel pushes by 0.5: 1.5 a pixel, as drawn
+    shap_values[:, :, 0, 0] = -0.2
+    groups = np.repeat(np.arange(15), 2)
+    fig = den.pl.image_attributions(images, shap_values, groups, max_groups=4, return_fig=True)
+    drawn = [im for ax in fig.axes for im in ax.get_images() if im.get_cmap().name == "RdBu_r"]
+    assert len(drawn) == 4 and all(im.get_clim() == (-1.5, 1.5) for im in drawn)  # not saturated at 0.5
+    assert np.allclose(drawn[0].get_array(), np.where(np.arange(36).reshape(6, 6) == 0, -0.6, 1.5))
+    assert fig._suptitle.get_text() == "the 4 largest of 15 groups (max_groups=4)"
+    plt.close("all")

@@ -67,21 +67,24 @@ def image_attributions(
     if groups.shape != (n,) or pd.isna(groups).any():
         msg = f"groups must hold one group per image ({n}), none missing; got shape {groups.shape}."
         raise ValueError(msg)
-    order = [g for g, _ in sorted(zip(*np.unique(groups, return_counts=True), strict=True), key=lambda t: -t[1])]
-    order = order[:max_groups]
-    fig, axes = plt.subplots(2, len(order), figsize=(1.6 * len(order), 3.4), squeeze=False)
-    lim = max(float(np.abs(values[groups == g].mean(0)).max()) for g in order) or 1.0
+    everyone = [g for g, _ in sorted(zip(*np.unique(groups, return_counts=True), strict=True), key=lambda t: -t[1])]
+    order = everyone[:max_groups]
+    fig, axes = plt.subplots(2, len(order), figsize=(1.6 * len(order), 3.4), squeeze=False, layout="constrained")
+    # per group, over the channels as drawn: the colour scale is set on what is shown
+    shap_maps = {g: values[groups == g].mean(0).reshape(shape).reshape(-1, *shape_hw).sum(0) for g in order}
+    lim = max(float(np.abs(m).max()) for m in shap_maps.values()) or 1.0
     for col, g in enumerate(order):
         sel = groups == g
         mean_img = flat[sel].mean(0).reshape(shape).reshape(-1, *shape_hw).mean(0)
-        mean_shap = values[sel].mean(0).reshape(shape).reshape(-1, *shape_hw).sum(0)
         axes[0, col].imshow(mean_img, cmap="gray_r")
         axes[0, col].set_title(f"{g} (n={sel.sum()})", fontsize=8)
-        im = axes[1, col].imshow(mean_shap, cmap="RdBu_r", vmin=-lim, vmax=lim)
+        im = axes[1, col].imshow(shap_maps[g], cmap="RdBu_r", vmin=-lim, vmax=lim)
         for ax in axes[:, col]:
             ax.set_xticks([])
             ax.set_yticks([])
     axes[0, 0].set_ylabel("mean image")
     axes[1, 0].set_ylabel("mean SHAP")
     fig.colorbar(im, ax=axes[1, :].tolist(), fraction=0.02, pad=0.01, label="SHAP of own cluster's logit")
+    if len(order) < len(everyone):
+        fig.suptitle(f"the {len(order)} largest of {len(everyone)} groups (max_groups={max_groups})", fontsize=9)
     return finish(fig, axes[1, 0], show=show, return_fig=return_fig)
