@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import anndata as ad
+import matplotlib.pyplot
 import numpy as np
 import pandas as pd
 import pytest
@@ -326,6 +327,24 @@ def test_query_plot(split):
     plain = den.pl.query(query, ref, show=False)
     np.testing.assert_array_equal(short.collections[1].get_offsets(), plain.collections[1].get_offsets())
     assert short.get_xlabel() == "den1"
+
+
+def test_query_plot_colours_as_scanpy_and_puts_unfamiliar_cells_on_top(split):
+    from matplotlib.colors import to_rgba
+    from scanpy.plotting import palettes
+
+    ref, query = split
+    den.tl.transform(query, ref)
+    den.tl.mapping_score(query, ref)
+    kinds = [f"k{i:02d}" for i in range(12)]  # more than 10: matplotlib's tab20 and scanpy's palette differ
+    query.obs["kind"] = pd.Categorical(np.asarray(kinds)[np.arange(query.n_obs) % 12])  # no colours anywhere
+    ax = den.pl.query(query, ref, color="kind", show=False)
+    assert [to_rgba(c.get_facecolor()[0]) for c in ax.collections[1:]] == [to_rgba(c) for c in palettes.default_20[:12]]
+    ax = den.pl.query(query, ref, color="den_mapping_score", show=False)
+    drawn = ax.collections[1].get_array()
+    assert drawn[-1] == query.obs["den_mapping_score"].min()  # the least familiar cell is drawn last, on top
+    assert ax.figure.axes[-1].get_ylabel() == "den_mapping_score"  # the colour bar says what it shows
+    matplotlib.pyplot.close("all")
 
 
 def test_query_plot_takes_the_references_colours_and_order(split):

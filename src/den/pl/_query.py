@@ -27,8 +27,9 @@ def query(
 ):
     """Query cells coloured over the reference map, drawn in grey beneath them.
 
-    One panel per entry of ``color``: a column of ``adata.obs`` (categorical: a legend;
-    numeric, such as ``den_mapping_score`` or a ``*_confidence``: a colour bar) or a gene.
+    One panel per entry of ``color``: a column of ``adata.obs`` (categorical: a legend, in the
+    reference's colours or scanpy's; numeric: a colour bar, high values on top, except a
+    ``*mapping_score`` or ``*_confidence``, whose low, unfamiliar cells are drawn on top) or a gene.
 
     Parameters
     ----------
@@ -92,8 +93,6 @@ def _reference_colours(reference: AnnData, key: str) -> dict[str, object] | None
 
 def _draw(ax, xy: np.ndarray, values: pd.Series | None, size: float, reference: dict | None = None) -> None:
     """The query's points; categories in the reference's order and colours (``reference``), new ones after."""
-    import matplotlib.pyplot as plt
-
     if values is None:
         ax.scatter(xy[:, 0], xy[:, 1], s=size, c="#d62728", linewidths=0, rasterized=True)
         return
@@ -103,16 +102,25 @@ def _draw(ax, xy: np.ndarray, values: pd.Series | None, size: float, reference: 
         known = list(reference or {})
         order = known + [c for c in label_order(values) if c not in known]
         present = [c for c in order if (text == c).any()]
-        palette = plt.get_cmap("tab20" if len(order) > 10 else "tab10")
+        palette = _scanpy_palette(len(order))
         for cat in present:
             m = text == cat
-            colour = (reference or {}).get(cat) or palette(order.index(cat) % palette.N)
+            colour = (reference or {}).get(cat) or palette[order.index(cat) % len(palette)]
             ax.scatter(xy[m, 0], xy[m, 1], s=size, color=colour, linewidths=0, label=cat, rasterized=True)
         ax.legend(
             frameon=False, fontsize=7, markerscale=max(1.0, 6 / size**0.5), loc="center left", bbox_to_anchor=(1, 0.5)
         )
         return
     v = values.to_numpy(dtype=float)
-    order = np.argsort(v)  # high values on top
+    name = str(values.name or "")
+    low_first = name.endswith(("mapping_score", "_confidence"))  # the cells worth seeing are the low ones
+    order = np.argsort(-v if low_first else v)  # drawn last, on top
     points = ax.scatter(xy[order, 0], xy[order, 1], s=size, c=v[order], cmap="viridis", linewidths=0, rasterized=True)
-    ax.figure.colorbar(points, ax=ax, fraction=0.046, pad=0.02)
+    ax.figure.colorbar(points, ax=ax, fraction=0.046, pad=0.02, label=name or None)
+
+
+def _scanpy_palette(n: int) -> list[str]:
+    """The default colours scanpy gives ``n`` categories (as ``sc.pl.embedding``), so both plots agree."""
+    from scanpy.plotting import palettes
+
+    return list(palettes.default_20 if n <= 20 else palettes.default_28 if n <= 28 else palettes.default_102)
