@@ -191,3 +191,10 @@ def test_image_attributions_scale_what_they_draw():
     assert np.allclose(drawn[0].get_array(), np.where(np.arange(36).reshape(6, 6) == 0, -0.6, 1.5))
     assert fig._suptitle.get_text() == "the 4 largest of 15 groups (max_groups=4)"
     plt.close("all")
+
+
+def test_shap_summary_title_gives_the_explained_cells(full):
+    ax = den.pl.shap_summary(full, "0", show=False)
+    n = int((np.asarray(full.uns["den_marker_features"]["shap_groups"]) == "0").sum())
+    assert f"({n} cells explained)" in ax.get_title().replace("\n", " ")
+    plt.close("all")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -77,7 +78,7 @@ def image_attributions(
         sel = groups == g
         mean_img = flat[sel].mean(0).reshape(shape).reshape(-1, *shape_hw).mean(0)
         axes[0, col].imshow(mean_img, cmap="gray_r")
-        axes[0, col].set_title(f"{g} (n={sel.sum()})", fontsize=8)
+        axes[0, col].set_title(textwrap.fill(f"{g} (n={sel.sum()})", 12), fontsize=8)
         im = axes[1, col].imshow(shap_maps[g], cmap="RdBu_r", vmin=-lim, vmax=lim)
         for ax in axes[:, col]:
             ax.set_xticks([])

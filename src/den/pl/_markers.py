@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from typing import TYPE_CHECKING, Literal
 
 import matplotlib.pyplot as plt
@@ -73,6 +74,7 @@ def marker_features(
         import scanpy as sc
 
         _check_no_empty_groups(adata, entry["params"]["groupby"])
+        kwargs.setdefault("title", f"top {n_genes} genes of each group by mean SHAP")
         return sc.pl.rank_genes_groups_dotplot(
             adata, key=key, n_genes=n_genes, groups=groups, ax=ax, show=show, return_fig=return_fig, **kwargs
         )
@@ -176,7 +178,8 @@ def shap_summary(
         show=False,
         plot_size=None,
     )
-    ax.set_title(f"{entry['params']['groupby']} {group}: SHAP of its logit")
+    title = f"{entry['params']['groupby']} {group} ({len(values)} cells explained): SHAP of its logit"
+    ax.set_title(textwrap.fill(title, 48), fontsize=10)
     ax.set_xlabel(f"SHAP value\n(the other {values.shape[1] - len(top)} genes add {rest:+.2f} on average)")
     return finish(fig, ax, show=show, return_fig=return_fig)
 
