@@ -198,3 +198,14 @@ def test_shap_summary_title_gives_the_explained_cells(full):
     n = int((np.asarray(full.uns["den_marker_features"]["shap_groups"]) == "0").sum())
     assert f"({n} cells explained)" in ax.get_title().replace("\n", " ")
     plt.close("all")
+
+
+def test_marker_heatmap_names_each_groups_block_of_genes(full):
+    ax = den.pl.marker_features(full, n_genes=3, show=False)
+    blocks = [t.get_text() for t in ax.child_axes[0].get_xticklabels()]
+    owners = {}
+    for group in ["0", "1", "2"]:
+        for gene in full.uns["den_marker_features"]["names"][group][:3]:
+            owners.setdefault(gene, group)
+    assert blocks == list(dict.fromkeys(owners.values()))  # every group whose genes are shown, in order
+    plt.close("all")

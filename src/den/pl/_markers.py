@@ -78,7 +78,11 @@ def marker_features(
         return sc.pl.rank_genes_groups_dotplot(
             adata, key=key, n_genes=n_genes, groups=groups, ax=ax, show=show, return_fig=return_fig, **kwargs
         )
-    genes = list(dict.fromkeys(g for grp in groups for g in list(entry["names"][grp][:n_genes])))
+    owner = {}  # each gene under the first group that ranks it (a gene can top two groups)
+    for grp in groups:
+        for g in list(entry["names"][grp][:n_genes]):
+            owner.setdefault(g, grp)
+    genes = list(owner)
     mat = shap_table(entry, "mean_shap").loc[genes, groups].to_numpy().T
     fig, ax = new_axes(ax, (max(4, 0.32 * len(genes) + 2), max(2.5, 0.35 * len(groups) + 1.2)))
     lim = float(np.abs(mat).max()) or 1.0
@@ -86,9 +90,23 @@ def marker_features(
     ax.set_xticks(range(len(genes)), genes, rotation=90)
     ax.set_yticks(range(len(groups)), groups)
     ax.set_ylabel(entry["params"]["groupby"])
-    ax.set_title("mean SHAP of each group's logit")
+    ax.set_title("mean SHAP of each group's logit; columns: each group's top genes")
+    _label_gene_blocks(ax, [owner[g] for g in genes])
     fig.colorbar(im, ax=ax, fraction=0.04, pad=0.02, label="mean SHAP")
     return finish(fig, ax, show=show, return_fig=return_fig)
+
+
+def _label_gene_blocks(ax, owners: list[str]) -> None:
+    """Name, above the heatmap, the group whose top genes each block of columns holds; thin lines between blocks."""
+    starts = [i for i in range(len(owners)) if i == 0 or owners[i] != owners[i - 1]]
+    ends = [*starts[1:], len(owners)]
+    for s in starts[1:]:
+        ax.axvline(s - 0.5, color="white", lw=1.5)
+    top = ax.secondary_xaxis("top")
+    top.set_xticks(
+        [(s + e - 1) / 2 for s, e in zip(starts, ends, strict=True)], [owners[s] for s in starts], fontsize=8
+    )
+    top.tick_params(length=0)
 
 
 def _check_no_empty_groups(adata: AnnData, groupby: str) -> None:
