@@ -197,6 +197,7 @@ def test_shap_summary_title_gives_the_explained_cells(full):
     ax = den.pl.shap_summary(full, "0", show=False)
     n = int((np.asarray(full.uns["den_marker_features"]["shap_groups"]) == "0").sum())
     assert f"({n} cells explained)" in ax.get_title().replace("\n", " ")
+    assert "expression (as den read it)" in [a.get_ylabel() for a in ax.figure.axes]  # not shap's "Feature value"
     plt.close("all")
 
 

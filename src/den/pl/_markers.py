@@ -199,6 +199,9 @@ def shap_summary(
     title = f"{entry['params']['groupby']} {group} ({len(values)} cells explained): SHAP of its logit"
     ax.set_title(textwrap.fill(title, 48), fontsize=10)
     ax.set_xlabel(f"SHAP value\n(the other {values.shape[1] - len(top)} genes add {rest:+.2f} on average)")
+    for other in fig.axes:  # shap's colour bar: the values are the expression the network read
+        if other.get_ylabel() == "Feature value":
+            other.set_ylabel("expression (as den read it)")
     return finish(fig, ax, show=show, return_fig=return_fig)
 
 
