@@ -114,6 +114,11 @@ def check_unique_cells(adata: AnnData) -> None:
 MISSING_TEXTS = ("nan", "None", "<NA>", "NaT", "", "-1")
 
 
+def missing_label_texts(labels) -> list[str]:
+    """The labels among ``labels`` that are :data:`MISSING_TEXTS` (surrounding spaces ignored)."""
+    return [c for c in labels if isinstance(c, str) and c.strip() in MISSING_TEXTS]
+
+
 def label_order(column: pd.Series) -> list[str]:
     """The labels in the reference's order: a categorical's own, numbers by value, else alphabetical."""
     if isinstance(column.dtype, pd.CategoricalDtype):

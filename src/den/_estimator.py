@@ -12,7 +12,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._clustering import fit_clusters
 from ._config import ClusterConfig, EmbedConfig
-from ._data import MISSING_TEXTS, Features, as_features, check_feature_names, check_query_scale, feature_names
+from ._data import Features, as_features, check_feature_names, check_query_scale, feature_names, missing_label_texts
 from ._embedding import fit_embedding, warn_if_collapsed
 from ._model import CONFIG_FILE, DENModel
 from ._utils import check_random_state
@@ -491,7 +491,7 @@ def encode_labels(y, n: int, name: str = "y") -> tuple[np.ndarray, list]:
 
 def check_classes(known: pd.Series, classes: list, n: int, name: str) -> None:
     """Errors for labels that are not classes: "nan" as text, one class, a measurement, an ID per sample."""
-    texts = [c for c in classes if isinstance(c, str) and c.strip() in MISSING_TEXTS]
+    texts = missing_label_texts(classes)
     if texts:
         count = int(known.isin(texts).sum())
         msg = (

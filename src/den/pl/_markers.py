@@ -11,6 +11,7 @@ import pandas as pd
 
 from den._data import check_unique_cells
 from den.pl._utils import doc_plot_params, finish, new_axes, uns_entry
+from den.tl._groups import check_sizes
 from den.tl._marker_features import shap_table
 
 if TYPE_CHECKING:
@@ -58,9 +59,7 @@ def marker_features(
     if kind not in ("heatmap", "dotplot"):
         msg = f"kind={kind!r}: use 'heatmap' or 'dotplot'."
         raise ValueError(msg)
-    if isinstance(n_genes, bool) or not isinstance(n_genes, int | np.integer) or n_genes < 1:
-        msg = f"n_genes={n_genes!r}: it must be an integer >= 1."
-        raise ValueError(msg)
+    check_sizes(n_genes=n_genes)
     if kwargs and kind != "dotplot":
         msg = f"Keyword arguments {sorted(kwargs)} go to scanpy's dotplot only; pass kind='dotplot' or drop them."
         raise TypeError(msg)
@@ -245,7 +244,7 @@ def cell_features(
     x = model.inputs(
         get_matrix(adata, model.config.get("layer")), adata.var_names, _rows(adata, [cell], key, "cell_features")
     )
-    plt.figure(figsize=(6, 0.4 * n_genes + 1.5))
+    plt.figure()  # shap's waterfall draws here and sizes it; resized below
     values = np.asarray(entry["values"])[i]
     explanation = _explanation(values, float(np.asarray(entry["base_values"])[i]), x[0], entry["genes"])
     shap.plots.waterfall(explanation, max_display=n_genes + 1, show=False)  # + 1: shap counts the "other" row

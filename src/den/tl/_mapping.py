@@ -12,7 +12,7 @@ from scanpy import logging as logg
 from torch import nn
 
 from den._classifier import train_classifier
-from den._data import MISSING_TEXTS, check_query_scale, get_matrix, label_order, trained_matrix
+from den._data import check_query_scale, get_matrix, label_order, missing_label_texts, trained_matrix
 from den._model import DENModel
 from den._utils import check_copy, check_key_added, check_random_state, make_actual, predict, softmax
 
@@ -148,7 +148,7 @@ def _reference_labels(reference: AnnData, obs: str) -> tuple[np.ndarray, list[st
     known = column.notna().to_numpy()
     values = column.astype(str).to_numpy()
     categories = label_order(column[known])
-    texts = [c for c in categories if c.strip() in MISSING_TEXTS]
+    texts = missing_label_texts(categories)
     if texts:
         msg = (
             f"reference.obs[{obs!r}] holds {texts[0]!r} as a label: missing values turned into text (e.g. by "
