@@ -124,8 +124,11 @@ def label_order(column: pd.Series) -> list[str]:
     if isinstance(column.dtype, pd.CategoricalDtype):
         present = set(column.astype(str))
         return [str(c) for c in column.cat.categories if str(c) in present]
+    values = pd.unique(column)
+    if all(isinstance(v, str) and v.lstrip("-").isdigit() for v in values):  # "2" before "10"
+        return sorted(values, key=int)
     try:
-        return list(dict.fromkeys(str(v) for v in sorted(pd.unique(column))))
+        return list(dict.fromkeys(str(v) for v in sorted(values)))
     except TypeError:  # mixed types
         return sorted(set(column.astype(str)))
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import pytest
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
@@ -52,6 +53,7 @@ def test_cell_features(full):
     labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
     top = entry["genes"][np.argmax(np.abs(entry["values"][0]))]
     assert any(top in label for label in labels)
+    assert "expression as den read it" in fig.axes[0].get_title()  # what the numbers beside the genes are
     plt.close("all")
     with pytest.raises(KeyError, match="den.tl.cell_features"):
         den.pl.cell_features(full, full.obs_names[1], show=False)
@@ -191,6 +193,11 @@ def test_image_attributions_scale_what_they_draw():
     assert np.allclose(drawn[0].get_array(), np.where(np.arange(36).reshape(6, 6) == 0, -0.6, 1.5))
     assert fig._suptitle.get_text() == "the 4 largest of 15 groups (max_groups=4)"
     plt.close("all")
+    names = pd.Series(groups.astype(str))  # cluster names as den writes them: "10" after "9", not after "1"
+    fig = den.pl.image_attributions(images, shap_values, names, max_groups=12, return_fig=True)
+    titles = [ax.get_title().split(" ")[0] for ax in fig.axes if ax.get_title()]
+    assert titles == [str(g) for g in range(12)]
+    plt.close("all")
 
 
 def test_shap_summary_title_gives_the_explained_cells(full):
@@ -209,4 +216,27 @@ def test_marker_heatmap_names_each_groups_block_of_genes(full):
         for gene in full.uns["den_marker_features"]["names"][group][:3]:
             owners.setdefault(gene, group)
     assert blocks == list(dict.fromkeys(owners.values()))  # every group whose genes are shown, in order
+    plt.close("all")
+
+
+def test_marker_heatmap_scales_each_group_to_show_its_markers(full):
+    from den.tl._marker_features import shap_table
+
+    entry = full.uns["den_marker_features"]
+    raw = den.pl.marker_features(full, n_genes=2, standard_scale=None, show=False).get_images()[0].get_array()
+    scaled = den.pl.marker_features(full, n_genes=2, show=False).get_images()[0].get_array()
+    groups = list(entry["names"].dtype.names)
+    genes = list(dict.fromkeys(g for grp in groups for g in entry["names"][grp][:2]))
+    table = shap_table(entry, "mean_shap").loc[genes, groups].to_numpy().T
+    assert np.allclose(raw, table)  # None: mean SHAP as is
+    assert np.allclose(np.abs(scaled).max(1), 1.0)  # every group's row reaches the ends of the scale
+    assert np.allclose(scaled, table / np.abs(table).max(1, keepdims=True))
+    with pytest.raises(ValueError, match="standard_scale='var'"):
+        den.pl.marker_features(full, standard_scale="var", show=False)
+    plt.close("all")
+
+
+def test_marker_heatmap_stays_readable_with_many_genes(full):
+    fig = den.pl.marker_features(full, n_genes=40, return_fig=True)
+    assert fig.get_size_inches()[0] <= 16.0  # not 0.32 inch a column at 100+ columns
     plt.close("all")

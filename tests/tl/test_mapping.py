@@ -190,6 +190,7 @@ def test_label_order_follows_the_reference():
     assert _label_order(cats) == ["T", "B"]  # the categorical's order, unused categories left out
     assert _label_order(pd.Series([10, 2, 2, 1])) == ["1", "2", "10"]  # numbers by value, not as text
     assert _label_order(pd.Series(["b", "a"])) == ["a", "b"]
+    assert _label_order(pd.Series(["10", "2", "1"])) == ["1", "2", "10"]  # cluster names are numbers too
 
 
 def test_stratified_folds_deal_every_class_round_the_folds():
@@ -319,6 +320,7 @@ def test_query_plot(split):
     den.tl.mapping_score(query, ref)
     axes = den.pl.query(query, ref, color=["cell_type", "den_mapping_score"], show=False)
     assert len(axes) == 2 and len(axes[0].collections) >= 2
+    assert type(axes[0].figure.get_layout_engine()).__name__ == "ConstrainedLayoutEngine"  # legends kept on save
     with pytest.raises(KeyError, match="neither a column"):
         den.pl.query(query, ref, color="nope", show=False)
     with pytest.raises(KeyError, match="no 'X_den'"):

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from den._data import label_order
 from den.pl._utils import doc_plot_params, finish
 
 if TYPE_CHECKING:
@@ -64,11 +65,13 @@ def image_attributions(
     if int(np.prod(shape)) != flat.shape[1]:
         msg = f"Images of {flat.shape[1]} pixels do not have the shape {shape}; pass the image_shape they were fitted with."
         raise ValueError(msg)
-    groups = np.asarray(groups)
-    if groups.shape != (n,) or pd.isna(groups).any():
-        msg = f"groups must hold one group per image ({n}), none missing; got shape {groups.shape}."
+    labels = groups.reset_index(drop=True) if isinstance(groups, pd.Series) else pd.Series(list(np.asarray(groups)))
+    if np.shape(groups) != (n,) or labels.isna().any():
+        msg = f"groups must hold one group per image ({n}), none missing; got shape {np.shape(groups)}."
         raise ValueError(msg)
-    everyone = [g for g, _ in sorted(zip(*np.unique(groups, return_counts=True), strict=True), key=lambda t: -t[1])]
+    groups = labels.astype(str).to_numpy()
+    sizes = pd.Series(groups).value_counts()
+    everyone = sorted(label_order(labels), key=lambda g: -sizes[g])  # largest first, ties in the labels' order
     order = everyone[:max_groups]
     fig, axes = plt.subplots(2, len(order), figsize=(1.6 * len(order), 3.4), squeeze=False, layout="constrained")
     # per group, over the channels as drawn: the colour scale is set on what is shown

@@ -27,6 +27,7 @@ def marker_features(
     n_genes: int = 5,
     groups: str | list[str] | None = None,
     kind: Literal["heatmap", "dotplot"] = "heatmap",
+    standard_scale: Literal["group"] | None = "group",
     ax: Axes | None = None,
     show: bool | None = None,
     return_fig: bool = False,
@@ -35,7 +36,9 @@ def marker_features(
     """Top SHAP marker genes of each group.
 
     ``kind="heatmap"`` draws groups x top genes coloured by mean SHAP value of
-    each group's own logit (red: pushes cells into the row's group).
+    each group's own logit (red: pushes cells into the row's group), each row
+    scaled by its largest absolute value so that a group whose logit moves
+    less still shows its markers (``standard_scale=None``: raw values).
     ``kind="dotplot"`` hands the result to
     :func:`scanpy.pl.rank_genes_groups_dotplot` (expression dots, ``**kwargs``
     passed on; it computes a dendrogram unless ``dendrogram=False``).
@@ -52,6 +55,10 @@ def marker_features(
         A group, or a subset of groups, to show.
     kind
         ``"heatmap"`` or ``"dotplot"``.
+    standard_scale
+        Heatmap only: ``"group"`` divides each group's row by its largest
+        absolute mean SHAP (signs kept, -1 to 1); ``None`` draws mean SHAP as is,
+        comparable across groups.
     {ax_show_return_fig}
     **kwargs
         Passed to :func:`scanpy.pl.rank_genes_groups_dotplot` (``kind="dotplot"`` only).
@@ -60,6 +67,9 @@ def marker_features(
         msg = f"kind={kind!r}: use 'heatmap' or 'dotplot'."
         raise ValueError(msg)
     check_sizes(n_genes=n_genes)
+    if standard_scale not in ("group", None):
+        msg = f"standard_scale={standard_scale!r}: use 'group' (each row scaled to its largest value) or None."
+        raise ValueError(msg)
     if kwargs and kind != "dotplot":
         msg = f"Keyword arguments {sorted(kwargs)} go to scanpy's dotplot only; pass kind='dotplot' or drop them."
         raise TypeError(msg)
@@ -83,15 +93,20 @@ def marker_features(
             owner.setdefault(g, grp)
     genes = list(owner)
     mat = shap_table(entry, "mean_shap").loc[genes, groups].to_numpy().T
-    fig, ax = new_axes(ax, (max(4, 0.32 * len(genes) + 2), max(2.5, 0.35 * len(groups) + 1.2)))
+    if standard_scale == "group":
+        mat = mat / np.where((top := np.abs(mat).max(1, keepdims=True)) > 0, top, 1.0)
+    width = min(0.32 * len(genes) + 2, 16.0)  # many groups: narrower columns, smaller names, not a 30-inch figure
+    fontsize = min(10.0, max(5.0, 10.0 * (width - 2) / (0.32 * len(genes))))
+    fig, ax = new_axes(ax, (max(4, width), max(2.5, 0.35 * len(groups) + 1.2)))
     lim = float(np.abs(mat).max()) or 1.0
     im = ax.imshow(mat, aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim)
-    ax.set_xticks(range(len(genes)), genes, rotation=90)
+    ax.set_xticks(range(len(genes)), genes, rotation=90, fontsize=fontsize)
     ax.set_yticks(range(len(groups)), groups)
     ax.set_ylabel(entry["params"]["groupby"])
     ax.set_title("mean SHAP of each group's logit; columns: each group's top genes")
     _label_gene_blocks(ax, [owner[g] for g in genes])
-    fig.colorbar(im, ax=ax, fraction=0.04, pad=0.02, label="mean SHAP")
+    label = "mean SHAP / row's largest |mean SHAP|" if standard_scale else "mean SHAP"
+    fig.colorbar(im, ax=ax, fraction=0.04, pad=0.02, label=label)
     return finish(fig, ax, show=show, return_fig=return_fig)
 
 
@@ -251,7 +266,11 @@ def cell_features(
     fig = plt.gcf()
     ax = fig.axes[0]
     group = np.asarray(entry["groups"])[i]
-    ax.set_title(f"cell {cell}: logit of {entry['params']['cluster_key']} {group}")
+    ax.set_title(
+        f"cell {cell}: logit of {entry['params']['cluster_key']} {group}\n"
+        "(beside each gene: its expression as den read it)",
+        fontsize=10,
+    )
     fig.set_size_inches(7.5, 0.4 * n_genes + 2)  # shap sets its own size; the gene names need the room
     fig.tight_layout()
     return finish(fig, ax, show=show, return_fig=return_fig)

@@ -54,7 +54,7 @@ def query(
     colors = [None] if color is None else [color] if isinstance(color, str) else list(color)
     values = [None if c is None else _values(adata, c) for c in colors]  # every key checked before drawing
     size = size or float(np.clip(12000 / max(adata.n_obs, 1), 2, 40))
-    fig, axes = plt.subplots(1, len(colors), figsize=(4.8 * len(colors), 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(colors), figsize=(4.8 * len(colors), 4.2), squeeze=False, layout="constrained")
     ref_xy, xy = np.asarray(reference.obsm[ref_key]), np.asarray(adata.obsm[query_key])
     for ax, c, v in zip(axes[0], colors, values, strict=True):
         ax.scatter(
@@ -66,7 +66,6 @@ def query(
         ax.set_yticks([])
         ax.set_xlabel(f"{ref_key.removeprefix('X_')}1")
         ax.set_ylabel(f"{ref_key.removeprefix('X_')}2")
-    fig.tight_layout()
     return finish(fig, axes[0][0] if len(colors) == 1 else axes[0], show=show, return_fig=return_fig)
 
 
