@@ -12,11 +12,14 @@
    up to 20,000 cells also a ceiling: the best 5-fold logistic regression given 80 % of the labels.
 
     python benchmarks/images.py [--n-images 70000] [--seeds 0] [--conv-epochs 3] [--skip-conv] [--skip-mlp]
-                                [--skip-baselines] [--graph-bound] [--skip-semi] [--skip-clusters]
+                                [--skip-baselines] [--graph-bound] [--autoencoder EPOCHS] [--skip-semi]
+                                [--skip-clusters]
                                 [--semi-sets fashion pbmc]
 
 ``--graph-bound`` adds a yardstick: spectral clustering of the neighbour graph den starts from (pixels,
 50 PCs, 15 neighbours), *given* k = 8 or 10, i.e. what that graph allows whatever the map does.
+``--autoencoder EPOCHS`` adds another representation, as N2D's: an autoencoder trained here, then spectral
+clustering of its code's graph given k, den without k on the code, and N2D's UMAP + Gaussian mixture (k = 10).
 """
 
 from __future__ import annotations
@@ -95,11 +98,12 @@ def baselines(flat: np.ndarray, y: np.ndarray, seed: int) -> list[dict]:
     return rows
 
 
-def graph_bound(flat: np.ndarray, y: np.ndarray, seed: int) -> list[dict]:
-    """What the pixels' neighbour graph allows: spectral clustering of den's data graph *given* k.
+def graph_bound(flat: np.ndarray, y: np.ndarray, seed: int, of: str = "den's data graph") -> list[dict]:
+    """What a neighbour graph allows: spectral clustering of it *given* k.
 
-    The graph den's pairs and clusters start from (15 neighbours on 50 PCs, symmetrised), its
-    normalised affinity's leading k eigenvectors, rows normalised, k-means with k = 8 and 10.
+    The graph den's pairs and clusters start from (15 neighbours on 50 PCs, or on ``flat`` itself when it
+    has 50 columns or fewer, symmetrised), its normalised affinity's leading k eigenvectors, rows
+    normalised, k-means with k = 8 and 10.
     """
     from scipy import sparse
     from scipy.sparse.linalg import eigsh
@@ -108,7 +112,8 @@ def graph_bound(flat: np.ndarray, y: np.ndarray, seed: int) -> list[dict]:
     from den._pairs import knn
 
     t = time.perf_counter()
-    graph, _ = knn(PCA(50, random_state=seed).fit_transform(flat), 15, random_state=seed)
+    features = flat if flat.shape[1] <= 50 else PCA(50, random_state=seed).fit_transform(flat)
+    graph, _ = knn(features, 15, random_state=seed)
     n = len(y)
     A = sparse.csr_matrix((np.ones(graph.size), (np.repeat(np.arange(n), graph.shape[1]), graph.ravel())), (n, n))
     A = ((A + A.T) > 0).astype(np.float64)
@@ -121,10 +126,69 @@ def graph_bound(flat: np.ndarray, y: np.ndarray, seed: int) -> list[dict]:
     for k in (8, 10):
         V = vecs[:, :k] / np.linalg.norm(vecs[:, :k], axis=1, keepdims=True)
         labels = KMeans(k, n_init=10, random_state=seed).fit_predict(V)
-        name = f"spectral on den's data graph (k = {k} given)"
+        name = f"spectral on {of} (k = {k} given)"
         rows.append({"method": name, "seed": seed, **scores(y, labels), "s": time.perf_counter() - t})
         rows[-1]["graph_15nn_purity"] = purity
     return rows
+
+
+def autoencoder_rows(flat: np.ndarray, y: np.ndarray, seed: int, epochs: int) -> list[dict]:
+    """Another representation of the images, as N2D's: an autoencoder's 10-D code, then clusters of the code.
+
+    N2D's architecture (784-500-500-2000-10 and back, ReLU, mean squared error, Adam 1e-3, batches of 256),
+    trained ``epochs`` times over the images on this machine's threads; on the code: spectral clustering of
+    its 15-NN graph given k, ``den.DEN`` without k, and N2D's own recipe (UMAP to 10 dimensions with 20
+    neighbours and min_dist 0, a Gaussian mixture given k = 10).
+    """
+    import torch
+    import umap
+    from sklearn.mixture import GaussianMixture
+
+    torch.manual_seed(seed)
+    t = time.perf_counter()
+    sizes = [flat.shape[1], 500, 500, 2000, 10]
+    encoder, decoder = (_mlp(sizes), _mlp(sizes[::-1]))
+    optimiser = torch.optim.Adam([*encoder.parameters(), *decoder.parameters()], 1e-3)
+    X = torch.from_numpy(np.ascontiguousarray(flat, dtype=np.float32))
+    for _ in range(epochs):
+        for batch in torch.randperm(len(X)).split(256):
+            loss = ((decoder(encoder(X[batch])) - X[batch]) ** 2).mean()
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+    with torch.no_grad():
+        code = encoder(X).numpy()
+    train_s = time.perf_counter() - t
+    of = f"an autoencoder's code ({epochs} epochs)"
+    rows = [{**r, "s": r["s"] + train_s} for r in graph_bound(code, y, seed, of=of)]
+    t = time.perf_counter()
+    labels = den.DEN(random_state=seed).fit(code).labels_
+    rows.append(
+        {"method": f"den without k on {of}", "seed": seed, **scores(y, labels), "s": train_s + time.perf_counter() - t}
+    )
+    t = time.perf_counter()
+    u = umap.UMAP(n_components=10, n_neighbors=20, min_dist=0.0, random_state=seed).fit_transform(code)
+    labels = GaussianMixture(10, covariance_type="full", random_state=seed).fit_predict(u)
+    rows.append(
+        {
+            "method": f"N2D's recipe on {of} (k = 10 given)",
+            "seed": seed,
+            **scores(y, labels),
+            "s": train_s + time.perf_counter() - t,
+        }
+    )
+    for row in rows:
+        print("row:", row, flush=True)
+    return rows
+
+
+def _mlp(sizes: list[int]):
+    import torch
+
+    layers = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        layers += [torch.nn.Linear(a, b)] + ([torch.nn.ReLU()] if i < len(sizes) - 2 else [])
+    return torch.nn.Sequential(*layers)
 
 
 def den_rows(images: np.ndarray, y: np.ndarray, seed: int, conv_epochs: int | None, mlp: bool = True) -> list[dict]:
@@ -203,6 +267,9 @@ def main() -> None:
     parser.add_argument(
         "--graph-bound", action="store_true", help="also spectral clustering of den's data graph given k"
     )
+    parser.add_argument(
+        "--autoencoder", type=int, metavar="EPOCHS", help="also clusters of an autoencoder's code (N2D's way)"
+    )
     parser.add_argument("--skip-semi", action="store_true")
     parser.add_argument("--skip-clusters", action="store_true", help="only the semi-supervised part")
     parser.add_argument("--semi-sets", nargs="+", choices=("fashion", "pbmc"), default=["fashion", "pbmc"])
@@ -219,6 +286,7 @@ def main() -> None:
         for seed in args.seeds:
             rows += [] if args.skip_baselines else baselines(flat, y, seed)
             rows += graph_bound(flat, y, seed) if args.graph_bound else []
+            rows += autoencoder_rows(flat, y, seed, args.autoencoder) if args.autoencoder else []
             rows += den_rows(images, y, seed, None if args.skip_conv else args.conv_epochs, mlp=not args.skip_mlp)
         rows.append({"method": "N2D (published, 2020)", "ACC": 0.672, "NMI": 0.684})
         report(f"images: Fashion-MNIST, {len(y)} images, clusters without k", rows)
