@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test lint bench docs
+.PHONY: demo test lint bench docs tutorial
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ lint: $(VENV)/.installed
 docs: $(VENV)/.installed  ## the HTML docs (sphinx, the doc dependency group) in docs/_build/html
 	$(PY) -m pip install -q --group doc
 	$(PY) -m sphinx -q -b html docs docs/_build/html
+
+tutorial: $(VENV)/.installed  ## re-run tutorials/pbmc.ipynb in place, so its stored outputs match the code
+	cd tutorials && MPLBACKEND=module://matplotlib_inline.backend_inline ../$(PY) -c "import nbformat; \
+	from nbclient import NotebookClient; nb = nbformat.read('pbmc.ipynb', 4); \
+	NotebookClient(nb, timeout=900, kernel_name='python3').execute(); nbformat.write(nb, 'pbmc.ipynb')"
 
 bench: $(VENV)/.installed  ## the panel (suite.py) and every other benchmark script; results in benchmarks/results/
 	mkdir -p benchmarks/results
