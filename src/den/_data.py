@@ -125,7 +125,7 @@ def label_order(column: pd.Series) -> list[str]:
         present = set(column.astype(str))
         return [str(c) for c in column.cat.categories if str(c) in present]
     values = pd.unique(column)
-    if all(isinstance(v, str) and v.lstrip("-").isdigit() for v in values):  # "2" before "10"
+    if all(isinstance(v, str) and v.lstrip("-").isdecimal() for v in values):  # "2" before "10"
         return sorted(values, key=int)
     try:
         return list(dict.fromkeys(str(v) for v in sorted(values)))

@@ -190,9 +190,11 @@ def _warn_if_clusters_go_stale(adata: AnnData, key: str) -> None:
         name
         for name, entry in adata.uns.items()
         if isinstance(entry, dict)
+        and "model" in entry  # a den clustering: params, fit and model
         and isinstance(entry.get("params"), dict)
+        and isinstance(entry.get("fit"), dict)
         and entry["params"].get("embedding_key") == key
-        and str(entry.get("fit", {}).get("embedding", now)) != now
+        and str(entry["fit"].get("embedding", now)) != now
     ]
     if stale:
         keys = ", ".join(repr(k) for k in stale)
