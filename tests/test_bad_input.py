@@ -572,6 +572,73 @@ def test_cell_features_duplicate_obs_names(trained):
     _check(trained, lambda a: den.tl.cell_features(a, ["c"]), ValueError, "obs_names_make_unique")
 
 
+# --- every tool: names and seeds -------------------------------------------------------------------------------
+
+TOOL_CALLS = {
+    "embed": lambda a, **kw: den.tl.embed(a, **FAST, **kw),
+    "cluster": lambda a, **kw: den.tl.cluster(a, progress_bar=False, **kw),
+    "transform": lambda a, **kw: den.tl.transform(a[:20].copy(), a, **kw),
+    "marker_features": lambda a, **kw: den.tl.marker_features(a, **MFAST, **kw),
+    "mapping_score": lambda a, **kw: den.tl.mapping_score(a, a.copy(), **kw),
+    "transfer_labels": lambda a, **kw: den.tl.transfer_labels(a, a.copy(), "group", progress_bar=False, **kw),
+}
+
+
+@pytest.mark.parametrize("tool", list(TOOL_CALLS))
+@pytest.mark.parametrize(
+    ("key", "error", "match"),
+    [
+        (None, TypeError, "key_added=None: it must be a name"),
+        (5, TypeError, "key_added=5"),
+        ("", ValueError, "key_added=''"),
+        ("a/b", ValueError, r"without '/'"),
+    ],
+)
+def test_key_added_must_be_a_name_h5ad_can_hold(trained, tool, key, error, match):
+    """None, a number, "" or "a/b" failed half-way (cluster) or wrote a file read_h5ad could not open."""
+    if key is None and tool in ("embed", "transform", "transfer_labels"):
+        pytest.skip("None is these tools' documented default")
+    _check(trained, lambda a: TOOL_CALLS[tool](a, key_added=key), error, match)
+
+
+@pytest.mark.parametrize("tool", ["mapping_score", "marker_features", "transfer_labels"])
+@pytest.mark.parametrize(("seed", "error"), [(-1, ValueError), (1.7, TypeError), ("7", TypeError), (2**40, ValueError)])
+def test_random_state_follows_one_rule_in_every_tool(trained, tool, seed, error):
+    _check(trained, lambda a: TOOL_CALLS[tool](a, random_state=seed), error, rf"random_state={seed!r}: it must be")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"head_epochs": 0}, ValueError, "head_epochs=0"),  # ran 0 s and reported a calibrated-looking ECE
+        ({"head_epochs": 1.5}, TypeError, r"head_epochs=1\.5"),
+        ({"finetune_epochs": -1}, ValueError, "finetune_epochs=-1"),
+        ({"batch_size": 0}, ValueError, "batch_size=0"),  # ZeroDivisionError inside training
+        ({"batch_size": 1}, ValueError, "batch_size=1"),
+    ],
+)
+def test_transfer_labels_checks_its_training_as_cluster_does(trained, kwargs, error, match):
+    _check(trained, lambda a: TOOL_CALLS["transfer_labels"](a, **kwargs), error, match)
+
+
+def test_transfer_labels_says_when_it_replaces_the_querys_own_column(trained):
+    ref, query = trained[:200].copy(), trained[200:].copy()
+    query.obs["group"] = ("own " + query.obs["group"].astype(str)).astype("category")
+    with pytest.warns(UserWarning, match=r"adata.obs\['group'\] \(the query's own column\) is replaced"):
+        den.tl.transfer_labels(query, ref, "group", progress_bar=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the labels of its own earlier run: replaced without a word
+        den.tl.transfer_labels(query, ref, "group", progress_bar=False)
+        den.tl.transfer_labels(query, ref, "group", key_added="from_ref", progress_bar=False)
+
+
+def test_cell_features_names_positions_as_the_mistake(trained):
+    for cells in (3, [0, 1]):
+        _check(
+            trained, lambda a, c=cells: den.tl.cell_features(a, c), KeyError, r"for positions pass e.g. adata.obs_names"
+        )
+
+
 # --- model folders --------------------------------------------------------------------------------------------------
 
 
@@ -705,7 +772,9 @@ def test_model_without_clusters(small):
 X_GOOD = np.random.default_rng(0).normal(size=(60, 5)).astype(np.float32)
 
 ESTIMATOR_FIT = [
-    pytest.param(np.where(np.eye(60, 5) > 0, np.nan, X_GOOD), None, ValueError, "NaN", id="NaN"),
+    pytest.param(np.where(np.eye(60, 5) > 0, np.nan, X_GOOD), None, ValueError, "NaN.*np.nan_to_num", id="NaN"),
+    pytest.param(X_GOOD, np.zeros((60, 2)), ValueError, r"y must be 1-D.*\(60, 2\)", id="y 2-D"),
+    pytest.param(X_GOOD, np.array([0, 1, "a"] * 20, dtype=object), TypeError, "mixes text and numbers", id="y mixed"),
     pytest.param(X_GOOD[:2], None, ValueError, "minimum of 3", id="two samples"),
     pytest.param(X_GOOD[:, 0], None, ValueError, "2D array", id="1-D"),
     pytest.param(X_GOOD.astype(complex), None, ValueError, "[Cc]omplex", id="complex"),
@@ -742,6 +811,14 @@ def test_estimator_fit_bad_input(X, y, error, match):
 def test_estimator_bad_params(params, error, match):
     with pytest.raises(error, match=match):
         den.DEN(n_epochs=2, **params).fit(X_GOOD)
+
+
+def test_estimator_explain_checks_its_arguments():
+    est = den.DEN(n_epochs=2).fit(X_GOOD)
+    with pytest.raises(ValueError, match="n_background=0"):
+        est.explain(X_GOOD[:4], n_background=0)
+    with pytest.raises(ValueError, match="random_state=-1"):
+        est.explain(X_GOOD[:4], random_state=-1)
 
 
 def test_estimator_without_clusters_cannot_predict():

@@ -257,6 +257,19 @@ class Features:
         return self.X.shape[0]
 
 
+def _check_array(X, **kw):
+    """scikit-learn's ``check_array``, with den's message (and fix) for NaN and infinite values."""
+    from sklearn.utils.validation import check_array
+
+    try:
+        return check_array(X, **kw)
+    except ValueError as e:
+        if "NaN" in str(e) or "infinity" in str(e):
+            msg = "X contains NaN or infinite values. Remove or impute them (e.g. `np.nan_to_num`) before running den."
+            raise ValueError(msg) from None
+        raise
+
+
 def as_features(X, *, min_samples: int = 3, estimator: str = "DEN") -> Features:
     """Validate estimator input: numpy arrays, scipy sparse matrices, torch tensors, lists, or images.
 
@@ -264,8 +277,6 @@ def as_features(X, *, min_samples: int = 3, estimator: str = "DEN") -> Features:
     tensors) are images. Checked with scikit-learn's ``check_array`` (numeric, finite, at
     least ``min_samples`` rows).
     """
-    from sklearn.utils.validation import check_array
-
     try:
         import torch
 
@@ -286,13 +297,13 @@ def as_features(X, *, min_samples: int = 3, estimator: str = "DEN") -> Features:
                 stacklevel=3,
             )
         images = X[:, None] if X.ndim == 3 else X
-        flat = check_array(
+        flat = _check_array(
             images.reshape(len(images), -1), dtype=[np.float32, np.float64], ensure_min_samples=min_samples
         )
         check_finite(flat, "X")  # scikit-learn's check does not know den's float32 range
         return Features(flat, pd.Index([f"p{i}" for i in range(flat.shape[1])]), tuple(images.shape[1:]))
     kw = {"dtype": [np.float32, np.float64], "ensure_min_samples": min_samples}
-    X = check_array(X, accept_sparse=["csr", "csc", "coo"], **kw)
+    X = _check_array(X, accept_sparse=["csr", "csc", "coo"], **kw)
     if sparse.issparse(X):
         X = X.tocsr()
     check_finite(X, "X")

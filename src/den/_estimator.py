@@ -11,7 +11,7 @@ from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from ._clustering import fit_clusters
-from ._config import ClusterConfig, EmbedConfig
+from ._config import ClusterConfig, EmbedConfig, Int
 from ._data import Features, as_features, check_feature_names, check_query_scale, feature_names, missing_label_texts
 from ._embedding import fit_embedding, warn_if_collapsed
 from ._model import CONFIG_FILE, DENModel
@@ -390,6 +390,8 @@ class DEN(ClusterMixin, TransformerMixin, BaseEstimator):
         from ._explain import explain
         from .tl._groups import stratified_background
 
+        Int(1).check("n_background", n_background)
+        random_state = check_random_state(random_state)
         features = self._features(X)
         rows = features.X if not hasattr(features.X, "toarray") else features.X.toarray()
         rows = np.asarray(rows, dtype=np.float32)
@@ -466,7 +468,11 @@ def encode_labels(y, n: int, name: str = "y") -> tuple[np.ndarray, list]:
     Refuses labels that cannot be meant as classes (:func:`check_classes`); ``name`` is what the
     messages call them (``"y"``, ``"adata.obs['cell_type']"``).
     """
-    values = pd.Series(np.asarray(y, dtype=object).ravel() if not isinstance(y, pd.Series) else y.to_numpy())
+    raw = y.to_numpy() if isinstance(y, pd.Series) else np.asarray(y, dtype=object)
+    if raw.ndim > 2 or (raw.ndim == 2 and raw.shape[1] != 1):
+        msg = f"{name} must be 1-D, one label per sample; got shape {raw.shape}."
+        raise ValueError(msg)
+    values = pd.Series(raw.ravel())
     if len(values) != n:
         msg = (
             f"{name} has {len(values)} labels but X has {n} samples; pass one label per sample (-1 or NaN: unlabelled)."
@@ -481,6 +487,9 @@ def encode_labels(y, n: int, name: str = "y") -> tuple[np.ndarray, list]:
             f"{name} has no labelled sample (every value is -1, NaN or None); pass no labels for unsupervised training."
         )
         raise ValueError(msg)
+    if 0 < int(known.map(lambda v: isinstance(v, str)).sum()) < len(known):
+        msg = f"{name} mixes text and numbers as labels (e.g. 0 and 'a'); pass labels of one kind."
+        raise TypeError(msg)
     classes = sorted(set(known.tolist()), key=lambda v: (str(type(v)), v))
     check_classes(known, classes, n, name)
     index = {c: i for i, c in enumerate(classes)}

@@ -45,11 +45,10 @@ def torch_seed(seed: int) -> Iterator[None]:
 
 def check_random_state(random_state: int | None) -> int:
     """An integer seed; ``None`` draws a fresh one (then results are not reproducible)."""
-    if random_state is None:
+    from den._config import Seed
+
+    if Seed().check("random_state", random_state) is None:  # the rule den's configurations apply
         return int(np.random.default_rng().integers(2**31 - 1))
-    if isinstance(random_state, np.random.Generator | np.random.RandomState):
-        msg = "den takes an integer `random_state` (or None), not a numpy generator."
-        raise TypeError(msg)
     return int(random_state)
 
 
@@ -82,11 +81,25 @@ def uns_owner(entry) -> str | None:
     return "embed" if "model" in entry else None  # den 0.1's embedding entries have no "fit"
 
 
+def check_key_name(key, param: str = "key_added") -> None:
+    """Refuse a key that is not a non-empty string without '/'.
+
+    ``write_h5ad`` fails on such a key, or writes a file ``read_h5ad`` cannot open.
+    """
+    if not isinstance(key, str):
+        msg = f"Invalid {param}={key!r}: it must be a name (a string); leave it out for the tool's default."
+        raise TypeError(msg)
+    if not key or "/" in key:
+        msg = f"Invalid {param}={key!r}: it must be a non-empty name without '/' (an .h5ad file cannot hold it)."
+        raise ValueError(msg)
+
+
 def check_key_added(adata: AnnData, key: str, tool: str) -> None:
     """Refuse to write ``tool``'s result over the model of *another* den tool (embed, cluster) in ``adata.uns[key]``.
 
-    Re-running a tool on its own key is fine.
+    Re-running a tool on its own key is fine. ``key`` must be a name an ``.h5ad`` file can hold.
     """
+    check_key_name(key)
     owner = uns_owner(getattr(adata, "uns", {}).get(key))  # not an AnnData: the tool's own check names it
     if owner in ("embed", "cluster") and owner != tool:
         msg = (

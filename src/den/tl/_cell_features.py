@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
 
@@ -71,14 +72,21 @@ def cell_features(
             msg = f"A boolean mask of cells needs one value per cell ({adata.n_obs}), not {mask.shape}."
             raise ValueError(msg)
         cells = adata.obs_names[mask]
-    cells = [cells] if isinstance(cells, str) else [str(c) for c in cells]
+    positions = isinstance(cells, numbers.Integral) or (
+        not isinstance(cells, str) and any(isinstance(c, numbers.Integral) for c in cells)
+    )
+    cells = [str(cells)] if isinstance(cells, str | numbers.Integral) else [str(c) for c in cells]
     if not cells:
         msg = "Pass at least one cell name to explain."
         raise ValueError(msg)
     check_sizes(n_background=n_background)
     missing = [c for c in cells if c not in adata.obs_names]
     if missing:
-        msg = f"Cells {missing[:5]} are not in adata.obs_names."
+        msg = f"Cells {missing[:5]} are not in adata.obs_names." + (
+            " `cells` takes cell names or a boolean mask; for positions pass e.g. adata.obs_names[[0, 1]]."
+            if positions
+            else ""
+        )
         raise KeyError(msg)
     check_unique_cells(adata)
     no_group = adata.obs.loc[cells, cluster_key].isna() if cluster_key in adata.obs else pd.Series(dtype=bool)

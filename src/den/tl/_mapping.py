@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -12,6 +13,7 @@ from scanpy import logging as logg
 from torch import nn
 
 from den._classifier import train_classifier
+from den._config import Int
 from den._data import check_query_scale, get_matrix, label_order, missing_label_texts, trained_matrix
 from den._model import DENModel
 from den._utils import check_copy, check_key_added, check_random_state, make_actual, predict, softmax
@@ -93,7 +95,11 @@ def transfer_labels(
     """
     start = logg.info(f"transferring {obs!r} from the reference")
     check_copy(adata, copy)
-    check_key_added(adata, key_added or obs, "transfer_labels")
+    out_key = obs if key_added is None else key_added
+    check_key_added(adata, out_key, "transfer_labels")
+    Int(1).check("head_epochs", head_epochs)  # as den.tl.cluster checks them
+    Int(0).check("finetune_epochs", finetune_epochs)
+    Int(2).check("batch_size", batch_size)
     model = _model(reference, key)
     labels, categories = _reference_labels(reference, obs)
     seed = check_random_state(random_state)
@@ -116,7 +122,7 @@ def transfer_labels(
     logits = predict(classifier, [query_front], device=torch.device("cpu"))
     columns = cluster_columns(softmax(logits, trained.calibration["temperature"]), categories)
     columns["labels"] = _as_reference_values(columns["labels"], reference.obs[obs])
-    out_key = key_added or obs
+    _warn_if_replacing(adata, out_key)
     params = {
         "obs": obs,
         "embedding_key": key,
@@ -131,6 +137,17 @@ def transfer_labels(
     adata.uns[out_key] = {"params": params, "categories": list(categories), "calibration": dict(trained.calibration)}
     logg.info("    finished", time=start, deep=f"added\n    {out_key!r}, labels, confidence, probabilities")
     return adata if copy else None
+
+
+def _warn_if_replacing(adata: AnnData, key: str) -> None:
+    """Say when the labels replace a column of the query's own (not an earlier transfer's), as ingest does silently."""
+    earlier = adata.uns.get(key)
+    if key in adata.obs and not (isinstance(earlier, dict) and "calibration" in earlier):
+        msg = (
+            f"adata.obs[{key!r}] (the query's own column) is replaced by the labels transferred from the reference; "
+            f"pass key_added (e.g. key_added={key + '_transferred'!r}) to keep both."
+        )
+        warnings.warn(msg, UserWarning, stacklevel=3)
 
 
 def _model(reference, key: str) -> DENModel:

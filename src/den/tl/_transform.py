@@ -12,7 +12,7 @@ from scanpy import logging as logg
 
 from den._data import check_query_scale, get_matrix, trained_matrix
 from den._model import DENModel
-from den._utils import check_copy, make_actual
+from den._utils import check_copy, check_key_name, make_actual
 
 from ._batches import query_batches, training_batches
 from ._cluster_results import cluster_columns, labels_as_learnt, relabel, write_clusters, written_labels
@@ -86,6 +86,8 @@ def transform(
     """
     start = logg.info("placing cells on the DEN map")
     check_copy(adata, copy)
+    if key_added is not None:
+        check_key_name(key_added)
     model = _resolve_reference(reference, key=key, cluster_key=cluster_key)
     X = get_matrix(adata, layer) if layer is not None else trained_matrix(adata, model.config.get("layer"))
     cols = model.gene_index(adata.var_names)  # raises before anything is written
