@@ -601,6 +601,12 @@ def test_key_added_must_be_a_name_h5ad_can_hold(trained, tool, key, error, match
     _check(trained, lambda a: TOOL_CALLS[tool](a, key_added=key), error, match)
 
 
+@pytest.mark.parametrize("tool", list(TOOL_CALLS))
+def test_copy_must_be_a_bool(trained, tool):
+    """copy="no" was read as True: a copy returned, adata left without results."""
+    _check(trained, lambda a: TOOL_CALLS[tool](a, copy="no"), TypeError, "copy='no': it must be True or False")
+
+
 @pytest.mark.parametrize("tool", ["mapping_score", "marker_features", "transfer_labels"])
 @pytest.mark.parametrize(("seed", "error"), [(-1, ValueError), (1.7, TypeError), ("7", TypeError), (2**40, ValueError)])
 def test_random_state_follows_one_rule_in_every_tool(trained, tool, seed, error):

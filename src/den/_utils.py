@@ -59,7 +59,13 @@ def make_actual(adata: AnnData) -> None:
 
 
 def check_copy(adata: AnnData, copy: bool) -> None:
-    """Refuse ``copy=True`` on an AnnData opened backed before any work (anndata copies it only to a file)."""
+    """Refuse, before any work, a ``copy`` that is not a bool and ``copy=True`` on an AnnData opened backed.
+
+    anndata copies a backed AnnData only to a file.
+    """
+    if not isinstance(copy, bool | np.bool_):
+        msg = f"Invalid copy={copy!r}: it must be True or False."
+        raise TypeError(msg)
     if copy and getattr(adata, "isbacked", False):
         msg = (
             "copy=True on an AnnData opened with backed='r': anndata copies it only to a file. Pass copy=False "
