@@ -75,7 +75,8 @@ def transfer_labels(
     device
         ``"auto"``, ``"cpu"``, ``"cuda"``, ...
     key_added
-        Query ``obs`` column of the labels; default ``obs``.
+        Query ``obs`` column of the labels; default ``obs`` (a column the query already has is
+        replaced, as by :func:`scanpy.tl.ingest`, with a warning).
     progress_bar
         Show progress bars.
     copy
