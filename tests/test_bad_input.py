@@ -158,6 +158,11 @@ def _text_rep(a):
     return a
 
 
+def _empty_rep(a):
+    a.obsm["X_empty"] = np.zeros((a.n_obs, 0), dtype=np.float32)
+    return a
+
+
 def _rep_3d(a):
     a.obsm["X_bad"] = np.zeros((a.n_obs, 2, 2), dtype=np.float32)
     return a
@@ -189,6 +194,9 @@ EMBED_DATA = [
     pytest.param(lambda a: a, {"layer": "nope"}, KeyError, "Layer 'nope' not found", id="missing layer"),
     pytest.param(lambda a: a, {"use_rep": "X_nope"}, KeyError, "use_rep='X_nope'", id="missing use_rep"),
     pytest.param(_rep_3d, {"use_rep": "X_bad"}, ValueError, "2-D array", id="3-D use_rep"),
+    pytest.param(
+        _empty_rep, {"use_rep": "X_empty"}, ValueError, r"at least one\); got shape \(\d+, 0\)", id="no columns"
+    ),
     pytest.param(_constant_rep, {"use_rep": "X_flat"}, ValueError, "use_rep. is the same for every", id="flat rep"),
     pytest.param(_nan_rep, {}, ValueError, "finite 2-D array", id="NaN in X_pca"),
     pytest.param(_text_rep, {"use_rep": "X_text"}, ValueError, r"X_text'\] must be a finite 2-D", id="text use_rep"),

@@ -281,6 +281,7 @@ def test_relative_scores_ignore_a_shift_of_the_whole_query():
     [
         ({"against": "nope"}, ValueError, "use 'query' or 'reference'"),
         ({"n_neighbors": 0}, ValueError, "integer >= 1"),
+        ({"n_neighbors": 10_000, "against": "reference"}, ValueError, r"more than the reference's \d+ cells"),
     ],
 )
 def test_mapping_score_errors_leave_the_query_alone(split, kwargs, error, match):

@@ -276,8 +276,11 @@ def _representation(adata: AnnData, key: str) -> np.ndarray:
         rep = np.asarray(value, dtype=np.float32)
     except (TypeError, ValueError):
         rep = np.empty((0,))  # not numbers: the message below
-    if rep.ndim != 2 or not np.isfinite(rep).all():
-        msg = f"adata.obsm[{key!r}] must be a finite 2-D array (cells x dimensions); recompute it or pass another `use_rep`."
+    if rep.ndim != 2 or rep.shape[1] == 0 or not np.isfinite(rep).all():
+        msg = (
+            f"adata.obsm[{key!r}] must be a finite 2-D array (cells x dimensions, at least one); got shape "
+            f"{rep.shape}. Recompute it or pass another `use_rep`."
+        )
         raise ValueError(msg)
     return rep
 

@@ -100,6 +100,9 @@ def mapping_score(
             f"n_neighbors + 2 = {n_neighbors + 2} query cells, not {adata.n_obs}. Pass against='reference'."
         )
         raise ValueError(msg)
+    if against == "reference" and reference.n_obs < n_neighbors:
+        msg = f"n_neighbors={n_neighbors} is more than the reference's {reference.n_obs} cells; pass fewer."
+        raise ValueError(msg)
     seed = check_random_state(random_state)
     inputs = _inputs(model, reference, adata, key, batch_key)
     if against == "query":
