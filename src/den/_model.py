@@ -493,6 +493,7 @@ def _check_not_stale(cluster_fit: dict[str, Any], embedding: dict[str, Any], key
     if made_on is not None and str(made_on) != fingerprint(embedding):
         msg = (
             f"adata.uns[{cluster_key!r}] was made on an earlier den.tl.embed than the one now in adata.uns[{key!r}] "
-            f"(the embedding was trained again since). Run `den.tl.cluster(adata)` again, or pass cluster_key=None."
+            f"(the embedding was trained again since, or on a subset that carried these clusters). Run `den.tl.cluster(adata)` "
+            "again, or pass cluster_key=None."
         )
         raise ValueError(msg)

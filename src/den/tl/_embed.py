@@ -171,7 +171,6 @@ def embed(
         entry["fit"]["distances_key"] = graph_key
     adata.obsm[key_obsm] = coords
     adata.uns[key_uns] = entry
-    _warn_if_clusters_go_stale(adata, key_uns)
     logg.info(
         "    finished",
         time=start,
@@ -179,31 +178,6 @@ def embed(
         f"(adata.uns)\n    {graph_key!r}, the kNN graph of the near pairs (adata.obsp)",
     )
     return adata if copy else None
-
-
-def _warn_if_clusters_go_stale(adata: AnnData, key: str) -> None:
-    """Say when a den clustering in ``adata`` was made on the map this call just replaced (the tools refuse it)."""
-    from den._model import fingerprint
-
-    now = fingerprint(adata.uns[key]["model"])
-    stale = [
-        name
-        for name, entry in adata.uns.items()
-        if isinstance(entry, dict)
-        and "model" in entry  # a den clustering: params, fit and model
-        and isinstance(entry.get("params"), dict)
-        and isinstance(entry.get("fit"), dict)
-        and entry["params"].get("embedding_key") == key
-        and str(entry["fit"].get("embedding", now)) != now
-    ]
-    if stale:
-        keys = ", ".join(repr(k) for k in stale)
-        msg = (
-            f"adata.uns[{keys}] (and the obs column of the same name) came from the map den.tl.embed just replaced; "
-            "den's tools that read those clusters (transform, marker_features, ...) will refuse them. "
-            "Run den.tl.cluster(adata) again."
-        )
-        warnings.warn(msg, UserWarning, stacklevel=3)
 
 
 def _uns_entry(fit, config: EmbedConfig, inputs: dict) -> dict:
