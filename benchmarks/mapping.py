@@ -82,6 +82,7 @@ def ingest_run(ref, query, key: str, seed: int) -> dict:
 
 def den_run(ref, query, key: str, batch_key: str | None, seed: int, **embed_kw) -> dict:
     r, q = ref.copy(), query.copy()
+    del q.obs[key]  # the truth stays out of the query den labels (transfer_labels would warn it replaces it)
     den.tl.embed(r, random_state=seed, batch_key=batch_key, progress_bar=False, **embed_kw)
     den.tl.cluster(r, random_state=seed, progress_bar=False)
     qb = batch_key if batch_key is not None and batch_key in q.obs else None
