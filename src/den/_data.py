@@ -258,16 +258,19 @@ class Features:
 
 
 def _check_array(X, **kw):
-    """scikit-learn's ``check_array``, with den's message (and fix) for NaN and infinite values."""
+    """scikit-learn's ``check_array`` without its finite-value scan.
+
+    :func:`check_finite` runs after it, once, with den's message, its fix and den's float32 range.
+    """
+    import inspect
+
     from sklearn.utils.validation import check_array
 
-    try:
-        return check_array(X, **kw)
-    except ValueError as e:
-        if "NaN" in str(e) or "infinity" in str(e):
-            msg = "X contains NaN or infinite values. Remove or impute them (e.g. `np.nan_to_num`) before running den."
-            raise ValueError(msg) from None
-        raise
+    # scikit-learn 1.6 renamed force_all_finite to ensure_all_finite
+    finite = (
+        "ensure_all_finite" if "ensure_all_finite" in inspect.signature(check_array).parameters else "force_all_finite"
+    )
+    return check_array(X, **kw, **{finite: False})
 
 
 def as_features(X, *, min_samples: int = 3, estimator: str = "DEN") -> Features:
@@ -300,7 +303,7 @@ def as_features(X, *, min_samples: int = 3, estimator: str = "DEN") -> Features:
         flat = _check_array(
             images.reshape(len(images), -1), dtype=[np.float32, np.float64], ensure_min_samples=min_samples
         )
-        check_finite(flat, "X")  # scikit-learn's check does not know den's float32 range
+        check_finite(flat, "X")
         return Features(flat, pd.Index([f"p{i}" for i in range(flat.shape[1])]), tuple(images.shape[1:]))
     kw = {"dtype": [np.float32, np.float64], "ensure_min_samples": min_samples}
     X = _check_array(X, accept_sparse=["csr", "csc", "coo"], **kw)

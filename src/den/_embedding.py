@@ -224,7 +224,7 @@ def fit_embedding(
     source, front = training_inputs(model, features, seed, device, batches if batch_centering else None, given_pca)
     given = rep is not None
     rep = representation(features, front, seed) if rep is None else np.asarray(rep, dtype=np.float32)
-    if rep.shape[1] == 0 or not np.ptp(rep, axis=0).any():
+    if not np.ptp(rep, axis=0).any():
         msg = (
             "The representation given for the neighbours (use_rep) is the same for every cell: recompute it or pass "
             "another use_rep."

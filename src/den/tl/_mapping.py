@@ -104,7 +104,9 @@ def transfer_labels(
     model = _model(reference, key)
     labels, categories = _reference_labels(reference, obs)
     seed = check_random_state(random_state)
-    ref_front, query_front = _fronts(model, reference, adata, _inputs(model, reference, adata, key, batch_key))
+    inputs = _inputs(model, reference, adata, key, batch_key)
+    _warn_if_replacing(adata, out_key)  # once the inputs are checked, before the training (the user may stop it)
+    ref_front, query_front = _fronts(model, reference, adata, inputs)
     known = labels >= 0
     trained = train_classifier(
         model,
@@ -123,7 +125,6 @@ def transfer_labels(
     logits = predict(classifier, [query_front], device=torch.device("cpu"))
     columns = cluster_columns(softmax(logits, trained.calibration["temperature"]), categories)
     columns["labels"] = _as_reference_values(columns["labels"], reference.obs[obs])
-    _warn_if_replacing(adata, out_key)
     params = {
         "obs": obs,
         "embedding_key": key,
