@@ -77,6 +77,7 @@ EMBED_PARAMS = [
     ("label_weight", -1.0, ValueError, r"label_weight=-1\.0"),
     ("label_head", 1, TypeError, r"label_head=1: it must be True or False"),
     ("label_head", "yes", TypeError, r"label_head='yes'"),
+    ("batch_centering", "no", TypeError, r"batch_centering='no': it must be True or False"),
     ("device", "mps", ValueError, r"device='mps': it must be 'auto', 'cpu', 'cuda' or 'cuda:N'"),
     ("device", "gpu", ValueError, r"device='gpu'"),
     ("device", "cuda:x", ValueError, r"device='cuda:x'"),
@@ -612,6 +613,20 @@ def test_copy_must_be_a_bool(trained, tool):
     _check(trained, lambda a: TOOL_CALLS[tool](a, copy="no"), TypeError, "copy='no': it must be True or False")
 
 
+PROGRESS_CALLS = {
+    "embed": lambda a: den.tl.embed(a, n_epochs=2, progress_bar="no"),
+    "cluster": lambda a: den.tl.cluster(a, progress_bar="no"),
+    "marker_features": lambda a: den.tl.marker_features(a, n_background=20, max_cells_per_group=10, progress_bar="no"),
+    "transfer_labels": lambda a: den.tl.transfer_labels(a, a.copy(), "group", progress_bar="no"),
+}
+
+
+@pytest.mark.parametrize("tool", list(PROGRESS_CALLS))
+def test_progress_bar_must_be_a_bool(trained, tool):
+    """progress_bar="no" was read as True (a bar drawn); refused before any work, as copy is."""
+    _check(trained, PROGRESS_CALLS[tool], TypeError, "progress_bar='no': it must be True or False")
+
+
 @pytest.mark.parametrize("tool", ["mapping_score", "marker_features", "transfer_labels"])
 @pytest.mark.parametrize(("seed", "error"), [(-1, ValueError), (1.7, TypeError), ("7", TypeError), (2**40, ValueError)])
 def test_random_state_follows_one_rule_in_every_tool(trained, tool, seed, error):
@@ -813,6 +828,7 @@ def test_estimator_fit_bad_input(X, y, error, match):
     ("params", "error", "match"),
     [
         pytest.param({"cluster": "yes"}, TypeError, "cluster='yes'", id="cluster"),
+        pytest.param({"progress_bar": "no"}, TypeError, "progress_bar='no'", id="progress_bar"),
         pytest.param({"resolution": 0}, ValueError, "resolution=0", id="resolution"),
         pytest.param({"encoder": "rnn"}, ValueError, "encoder='rnn'", id="encoder"),
         pytest.param({"encoder": "conv"}, ValueError, "needs images", id="conv on vectors"),

@@ -15,7 +15,7 @@ from ._config import ClusterConfig, EmbedConfig, Int
 from ._data import Features, as_features, check_feature_names, check_query_scale, feature_names, missing_label_texts
 from ._embedding import fit_embedding, warn_if_collapsed
 from ._model import CONFIG_FILE, DENModel
-from ._utils import check_random_state
+from ._utils import check_flags, check_random_state
 
 
 class DEN(ClusterMixin, TransformerMixin, BaseEstimator):
@@ -223,9 +223,7 @@ class DEN(ClusterMixin, TransformerMixin, BaseEstimator):
             different labels are dropped, and (``label_head=True``) a label head is trained.
         """
         embed, cluster = self.configs()
-        if not isinstance(self.cluster, bool):
-            msg = f"Invalid cluster={self.cluster!r}: it must be True or False."
-            raise TypeError(msg)
+        check_flags(cluster=self.cluster, progress_bar=self.progress_bar)
         features = as_features(X)
         codes, classes = (None, None) if y is None else encode_labels(y, features.n)
         seed = check_random_state(self.random_state)

@@ -58,14 +58,20 @@ def make_actual(adata: AnnData) -> None:
         adata._init_as_actual(adata.copy())
 
 
+def check_flags(**flags) -> None:
+    """Refuse a switch (``copy``, ``progress_bar``, ...) that is not ``True`` or ``False``: ``"no"`` would read as true."""
+    from den._config import Bool
+
+    for name, value in flags.items():
+        Bool().check(name, value)
+
+
 def check_copy(adata: AnnData, copy: bool) -> None:
     """Refuse, before any work, a ``copy`` that is not a bool and ``copy=True`` on an AnnData opened backed.
 
     anndata copies a backed AnnData only to a file.
     """
-    if not isinstance(copy, bool | np.bool_):
-        msg = f"Invalid copy={copy!r}: it must be True or False."
-        raise TypeError(msg)
+    check_flags(copy=copy)
     if copy and getattr(adata, "isbacked", False):
         msg = (
             "copy=True on an AnnData opened with backed='r': anndata copies it only to a file. Pass copy=False "

@@ -12,7 +12,7 @@ from den._config import ClusterConfig
 from den._data import Features, get_matrix
 from den._model import DENModel, fingerprint
 from den._pairs import graph_from_matrix
-from den._utils import check_copy, check_key_added, check_random_state, make_actual
+from den._utils import check_copy, check_flags, check_key_added, check_random_state, make_actual
 
 from ._batches import training_batches
 from ._cluster_results import cluster_columns, write_clusters
@@ -123,6 +123,7 @@ def cluster(
     """
     start = logg.info("computing DEN clusters")
     check_copy(adata, copy)
+    check_flags(progress_bar=progress_bar)
     check_key_added(adata, key_added, "cluster")
     config = ClusterConfig(**{k: v for k, v in locals().items() if k in ClusterConfig.names()})
     model = DENModel.from_adata(adata, key=key, cluster_key=None)

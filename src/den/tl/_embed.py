@@ -16,7 +16,7 @@ from den._embedding import fit_embedding, pca_width, warn_if_collapsed
 from den._estimator import encode_labels
 from den._pairs import graph_matrix
 from den._pca import reproduces
-from den._utils import check_copy, check_key_added, check_random_state, get_device, make_actual
+from den._utils import check_copy, check_flags, check_key_added, check_random_state, get_device, make_actual
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -131,6 +131,7 @@ def embed(
     """
     start = logg.info("computing DEN embedding")
     check_copy(adata, copy)
+    check_flags(progress_bar=progress_bar, batch_centering=batch_centering)
     args = {k: v for k, v in locals().items() if k in EmbedConfig.names()}
     config = EmbedConfig(**args, encoder="mlp")
     key_obsm, key_uns = ("X_den", "den") if key_added is None else (key_added, key_added)
@@ -260,9 +261,6 @@ def _representation(adata: AnnData, key: str) -> np.ndarray:
 
 
 def _batches(adata: AnnData, batch_key: str | None, *, batch_centering, n_pcs: int | None) -> np.ndarray | None:
-    if not isinstance(batch_centering, bool):
-        msg = f"Invalid batch_centering={batch_centering!r}: it must be True or False."
-        raise TypeError(msg)
     if batch_key is None:
         return None
     if batch_key not in adata.obs:

@@ -16,7 +16,7 @@ from den._classifier import train_classifier
 from den._config import Int
 from den._data import check_query_scale, get_matrix, label_order, missing_label_texts, trained_matrix
 from den._model import DENModel
-from den._utils import check_copy, check_key_added, check_random_state, make_actual, predict, softmax
+from den._utils import check_copy, check_flags, check_key_added, check_random_state, make_actual, predict, softmax
 
 from ._batches import query_batches, training_batches
 from ._cluster_results import cluster_columns, write_clusters
@@ -96,6 +96,7 @@ def transfer_labels(
     """
     start = logg.info(f"transferring {obs!r} from the reference")
     check_copy(adata, copy)
+    check_flags(progress_bar=progress_bar)
     out_key = obs if key_added is None else key_added
     check_key_added(adata, out_key, "transfer_labels")
     Int(1).check("head_epochs", head_epochs)  # as den.tl.cluster checks them

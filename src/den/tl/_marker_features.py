@@ -10,7 +10,7 @@ from scanpy import logging as logg
 
 from den._data import check_unique_cells
 from den._explain import explain
-from den._utils import check_copy, check_key_added, check_random_state, make_actual, progress
+from den._utils import check_copy, check_flags, check_key_added, check_random_state, make_actual, progress
 
 from ._groups import check_sizes, group_network, log2_fold_change, log_means, rows, sample_cells, stratified_background
 
@@ -105,6 +105,7 @@ def marker_features(
     """
     start = logg.info("computing SHAP marker features")
     check_copy(adata, copy)
+    check_flags(progress_bar=progress_bar)
     check_key_added(adata, key_added, "marker_features")
     check_unique_cells(adata)  # the explained cells are stored by name
     seed = check_random_state(random_state)
