@@ -39,3 +39,18 @@ intersphinx_mapping = {
 }
 html_theme = "sphinx_book_theme"
 html_title = "den"
+
+
+def _readme_links(app, relative_path, parent_docname, content):
+    """README's links to the tutorial and the changelog as the docs hold them (index.md includes README)."""
+    if relative_path.name == "README.md":
+        content[0] = (
+            content[0]
+            .replace("[tutorials/pbmc.ipynb](tutorials/pbmc.ipynb)", "{doc}`tutorials/pbmc.ipynb </tutorials/pbmc>`")
+            .replace("](CHANGELOG.md)", "](project:/changelog.md)")
+        )
+
+
+def setup(app):
+    """Sphinx extension hook: rewrite the included README's links."""
+    app.connect("include-read", _readme_links)
