@@ -92,22 +92,25 @@ def fit_clusters(
     batches: np.ndarray | None = None,
     progress_bar: bool = True,
     graph: np.ndarray | None = None,
+    rows: np.ndarray | None = None,
 ) -> ClusterFit:
     """Find clusters on ``embedding`` without k and attach a network that assigns new cells to them.
 
     ``rep`` is the representation the embedding's kNN graph was built on; ``None``: the
     model's PCA layer outputs (or, without that layer, a PCA of the features); ``batches``: each
     cell's batch, for a batch-centring model; ``graph``: ``rep``'s kNN graph as the embedding
-    built it, reused when it has as many neighbours as the clustering's (the same search). See
+    built it, reused when it has as many neighbours as the clustering's (the same search); ``rows``:
+    find the clusters and train on these cells only (``graph`` then ignored), assign every cell. See
     :func:`den.tl.cluster` for the method.
     """
     front = np.concatenate(list(model.front_blocks(features.X, features.var_names, batches=batches)))
     if rep is None:
         rep = front if model.encoder.projection is not None else representation(features, None, seed)
-    k = cluster_neighbors(config.n_neighbors, features.n)
-    if graph is None or graph.shape[1] != k:
+    take = (lambda a: a) if rows is None else (lambda a: a[rows])
+    rep, train_front, emb = take(rep), take(front), np.asarray(take(embedding), dtype=np.float64)
+    k = cluster_neighbors(config.n_neighbors, len(emb))
+    if graph is None or graph.shape[1] != k or rows is not None:
         graph, _ = knn(rep, k, random_state=seed, device=get_device(config.device))
-    emb = np.asarray(embedding, dtype=np.float64)
     labels, spectrum, n_spectral = find_clusters(emb, graph, config, model.kernel, seed)
     if labels.max() == 0 and config.n_clusters is None:
         warnings.warn(
@@ -117,6 +120,6 @@ def fit_clusters(
             UserWarning,
             stacklevel=3,
         )
-    history = train_cluster_net(model, front, labels, config, seed, progress_bar)
+    history = train_cluster_net(model, train_front, labels, config, seed, progress_bar)
     proba = model.proba_of_front([front], device=config.device)  # the front computed above: no second pass over X
     return ClusterFit(labels, proba, list(model.cluster_config["categories"]), spectrum, n_spectral, history)

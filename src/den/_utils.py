@@ -52,6 +52,22 @@ def check_random_state(random_state: int | None) -> int:
     return int(random_state)
 
 
+def training_rows(n_cells: int, fit_cells: int | None, seed: int, batched: bool = False) -> np.ndarray | None:
+    """The sorted rows a ``fit_cells`` sample trains on (``numpy.random.default_rng(seed)``), or ``None``: every cell.
+
+    The same rows for the same ``n_cells``, ``fit_cells`` and ``seed``, so ``den.tl.embed`` and
+    ``den.tl.cluster`` with one seed train on one sample.
+    """
+    from den._config import Int, Optional
+
+    if Optional(Int(2)).check("fit_cells", fit_cells) is None or fit_cells >= n_cells:
+        return None
+    if batched:
+        msg = "fit_cells with batches (batch_key) is not supported: pass fit_cells=None, or use a sample keeping every batch."
+        raise ValueError(msg)
+    return np.sort(np.random.default_rng(seed).choice(n_cells, fit_cells, replace=False))
+
+
 def make_actual(adata: AnnData) -> None:
     """Turn a view into an actual AnnData in place, silently (as scanpy's tools do)."""
     if adata.is_view:

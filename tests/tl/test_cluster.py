@@ -123,6 +123,17 @@ def test_bad_n_clusters(trained):
     pd.testing.assert_frame_equal(trained.obs, before)
 
 
+def test_fit_cells_checks(trained):
+    """fit_cells as den.tl.embed checks it; n_clusters must fit in the sample; nothing written on failure."""
+    before = (trained.obs.copy(), set(trained.uns))
+    with pytest.raises(ValueError, match=r"fit_cells=1: it must be None or an integer >= 2"):
+        den.tl.cluster(trained, fit_cells=1, **FAST)
+    with pytest.raises(ValueError, match=r"n_clusters=30: it must be below the number of cells clustered \(30\)"):
+        den.tl.cluster(trained, fit_cells=30, n_clusters=30, **FAST)
+    pd.testing.assert_frame_equal(trained.obs, before[0])
+    assert set(trained.uns) == before[1]
+
+
 def test_head_reads_the_last_hidden_layer(trained):
     model = den.DENModel.from_adata(trained)
     encoder, head = model.cluster_net

@@ -43,6 +43,7 @@ def test_params_recorded(small):
         "labels_key": None,
         "batch_key": None,
         "batch_centering": True,
+        "fit_cells": None,
     }
     assert p["layer"] is None and p["dof"] is None  # real None, not the string "None"
     fit = small.uns["den"]["fit"]
@@ -370,3 +371,53 @@ def test_too_few_scanpy_pcs_are_rejected_before_reading_x(small, monkeypatch):
     monkeypatch.setattr(embed_module, "column_mean", lambda X: pytest.fail("read X for unusable PCs"))
     den.tl.embed(small, n_pcs=20, **FAST)
     assert small.uns["den"]["fit"]["pca"] == "den"
+
+
+def test_fit_cells_trains_on_a_sample_and_places_every_cell():
+    """embed + cluster with fit_cells: the map and clusters of the sample done by hand, every cell transformed."""
+    from sklearn.model_selection import cross_val_score
+    from sklearn.neighbors import KNeighborsClassifier
+
+    adata = den.datasets.synthetic(600, 80, 3, n_markers=8, marker_fold=8, random_state=2)
+    sample = np.sort(np.random.default_rng(0).choice(600, 200, replace=False))  # random_state=0, as documented
+    ref = adata[sample].copy()
+    den.tl.embed(adata, fit_cells=200, n_epochs=20, progress_bar=False)
+    den.tl.cluster(adata, fit_cells=200, progress_bar=False)
+    den.tl.embed(ref, n_epochs=20, progress_bar=False)
+    den.tl.cluster(ref, progress_bar=False)
+    query = adata.copy()
+    den.tl.transform(query, ref)
+    np.testing.assert_allclose(adata.obsm["X_den"], query.obsm["X_den"], atol=1e-5)
+    np.testing.assert_array_equal(adata.obs["den_clusters"], query.obs["den_clusters"])
+    assert adata.obs["den_clusters"].nunique() == 3
+    assert adata.uns["den"]["fit"]["n_cells_trained"] == 200 and adata.uns["den"]["params"]["fit_cells"] == 200
+    assert "den_distances" not in adata.obsp  # the sample's graph does not cover every cell
+    trained = adata.uns["den_clusters"]["training_labels"]
+    assert len(trained) == 600 and (trained >= 0).sum() == 200
+    unseen = np.flatnonzero(trained < 0)  # cells the networks never saw land among their group
+    acc = cross_val_score(KNeighborsClassifier(15), adata.obsm["X_den"][unseen], adata.obs["group"][unseen], cv=5)
+    assert acc.mean() > 0.95
+
+
+def test_fit_cells_at_least_the_cells_is_the_whole_fit(small):
+    a, b = small.copy(), small.copy()
+    den.tl.embed(a, **FAST)
+    den.tl.embed(b, fit_cells=small.n_obs, **FAST)
+    np.testing.assert_array_equal(a.obsm["X_den"], b.obsm["X_den"])
+    assert "den_distances" in b.obsp and b.uns["den"]["fit"]["n_cells_trained"] == small.n_obs
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"fit_cells": 0}, ValueError, r"fit_cells=0: it must be None or an integer >= 2"),
+        ({"fit_cells": 100.0}, TypeError, r"fit_cells=100\.0"),
+        ({"fit_cells": 100, "batch_key": "batch"}, ValueError, r"fit_cells with batches \(batch_key\)"),
+    ],
+)
+def test_fit_cells_bad_input(small, kwargs, error, match):
+    small.obs["batch"] = np.repeat(["a", "b"], small.n_obs // 2)
+    before = (set(small.obsm), set(small.uns), set(small.obsp))
+    with pytest.raises(error, match=match):
+        den.tl.embed(small, **FAST, **kwargs)
+    assert (set(small.obsm), set(small.uns), set(small.obsp)) == before

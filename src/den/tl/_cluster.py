@@ -12,7 +12,7 @@ from den._config import ClusterConfig
 from den._data import Features, get_matrix
 from den._model import DENModel, fingerprint
 from den._pairs import graph_from_matrix
-from den._utils import check_copy, check_flags, check_key_added, check_random_state, make_actual
+from den._utils import check_copy, check_flags, check_key_added, check_random_state, make_actual, training_rows
 
 from ._batches import training_batches
 from ._cluster_results import cluster_columns, write_clusters
@@ -31,6 +31,7 @@ def cluster(
     gamma: float = 1.5,
     max_clusters: int = 40,
     min_cluster_size: int | None = None,
+    fit_cells: int | None = None,
     head_epochs: int = 30,
     finetune_epochs: int = 10,
     batch_size: int = 512,
@@ -83,6 +84,12 @@ def cluster(
     min_cluster_size
         Smallest cluster kept; ``None``: ``n_neighbors`` (at most ``n_cells // 20`` but at least 3 for
         small data, at least ``n_cells // 1000`` for large).
+    fit_cells
+        Find the clusters and train the network on a seeded sample of this many cells
+        (drawn with ``random_state``: the sample ``den.tl.embed(fit_cells=...)`` trained on
+        with the same seed and number), then assign every cell with the network, as
+        :func:`den.tl.transform` assigns new cells. ``None`` (default), or at least the
+        number of cells: every cell. Not with a ``batch_key`` embedding.
     head_epochs
         Epochs training the cluster head on the frozen encoder (at least 1,000 steps).
     finetune_epochs
@@ -115,7 +122,8 @@ def cluster(
         tools refuse the clustering once ``den.tl.embed`` has trained again), ``eigenvalues``,
         ``n_eigengap`` (the k of the eigengap rule, or the
         forced k), ``n_spectral_clusters`` (after dissolving small clusters),
-        ``n_clusters`` (after merging), ``training_labels`` (what the network learnt),
+        ``n_clusters`` (after merging), ``training_labels`` (what the network learnt; ``-1``
+        for cells outside a ``fit_cells`` sample),
         ``history``, ``calibration`` (the ``temperature`` fitted on a stratified 20 % of the
         cells held out of the network's training, and their expected calibration error,
         ``ece``, cross-fitted: each half scored with the temperature of the other) and the
@@ -131,12 +139,15 @@ def cluster(
     if emb_key not in adata.obsm:
         msg = f"adata.obsm[{emb_key!r}] is missing. Run `den.tl.embed(adata)` first."
         raise KeyError(msg)
-    if n_clusters is not None and n_clusters >= adata.n_obs:
-        msg = f"Invalid n_clusters={n_clusters}: it must be below the number of cells ({adata.n_obs})."
-        raise ValueError(msg)
     X = get_matrix(adata, model.config.get("layer"))
     model.gene_index(adata.var_names, query=False)
     seed = check_random_state(random_state)
+    batches = training_batches(adata, model, key)
+    rows = training_rows(adata.n_obs, fit_cells, seed, batches is not None)
+    n_fit = adata.n_obs if rows is None else len(rows)
+    if n_clusters is not None and n_clusters >= n_fit:
+        msg = f"Invalid n_clusters={n_clusters}: it must be below the number of cells clustered ({n_fit})."
+        raise ValueError(msg)
     result = fit_clusters(
         model,
         Features(X, adata.var_names),
@@ -144,9 +155,10 @@ def cluster(
         config,
         seed=seed,
         rep=_embedding_rep(adata, key),
-        batches=training_batches(adata, model, key),
+        batches=batches,
         progress_bar=progress_bar,
-        graph=_embedding_graph(adata, key),
+        graph=_embedding_graph(adata, key) if rows is None else None,
+        rows=rows,
     )
     k = len(result.categories)
     logg.info(
@@ -155,7 +167,7 @@ def cluster(
         if n_clusters is None
         else f"    {k} clusters (forced)"
     )
-    params = config.to_dict() | {"embedding_key": key}
+    params = config.to_dict() | {"embedding_key": key, "fit_cells": fit_cells}
     clusters = cluster_columns(result.proba, result.categories)
 
     adata = adata.copy() if copy else adata
@@ -168,7 +180,7 @@ def cluster(
         "n_eigengap": int(result.spectrum.n_clusters),
         "n_spectral_clusters": result.n_spectral,
         "eigenvalues": result.spectrum.eigenvalues.astype(np.float64),
-        "training_labels": result.labels.astype(np.int32),
+        "training_labels": _per_cell(result.labels, rows, adata.n_obs),
         "history": {name: np.asarray(h, dtype=np.float64) for name, h in result.history.items()},
         # temperature of the probabilities, fitted on held-out cells; ECE on other held-out cells
         "calibration": dict(model.cluster_config["calibration"]),
@@ -183,6 +195,13 @@ def cluster(
         ),
     )
     return adata if copy else None
+
+
+def _per_cell(labels: np.ndarray, rows: np.ndarray | None, n_cells: int) -> np.ndarray:
+    """The training labels as one entry per cell, ``-1`` for cells outside the ``fit_cells`` sample."""
+    out = np.full(n_cells, -1, dtype=np.int32)
+    out[slice(None) if rows is None else rows] = labels
+    return out
 
 
 def _embedding_graph(adata: AnnData, key: str) -> np.ndarray | None:
