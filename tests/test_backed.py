@@ -40,6 +40,17 @@ def test_embed_cluster_transform_match_memory(pair):
     np.testing.assert_allclose(query.obsm["X_den"], memory.obsm["X_den"][:50], atol=1e-5)
 
 
+def test_fit_cells_on_disk_matches_memory(pair):
+    """The sample is read from the file (rows in order), every cell placed and assigned as in memory."""
+    memory, backed = pair
+    for a in (memory, backed):
+        den.tl.embed(a, fit_cells=150, **FAST)
+        den.tl.cluster(a, fit_cells=150, progress_bar=False, head_epochs=5, finetune_epochs=1)
+    np.testing.assert_allclose(backed.obsm["X_den"], memory.obsm["X_den"], atol=1e-5)
+    assert (backed.obs["den_clusters"] == memory.obs["den_clusters"]).all()
+    assert backed.uns["den"]["fit"]["n_cells_trained"] == 150
+
+
 def test_marker_features_and_mapping_on_disk(pair):
     memory, backed = pair
     for a in (memory, backed):
