@@ -104,10 +104,14 @@ def fit_clusters(
     :func:`den.tl.cluster` for the method.
     """
     front = np.concatenate(list(model.front_blocks(features.X, features.var_names, batches=batches)))
-    if rep is None:
-        rep = front if model.encoder.projection is not None else representation(features, None, seed)
     take = (lambda a: a) if rows is None else (lambda a: a[rows])
-    rep, train_front, emb = take(rep), take(front), np.asarray(take(embedding), dtype=np.float64)
+    train_front, emb = take(front), np.asarray(take(embedding), dtype=np.float64)
+    if rep is not None:
+        rep = take(rep)
+    elif model.encoder.projection is not None:
+        rep = train_front
+    else:  # no PCA layer: a PCA of the cells clustered, as den.tl.embed made of the cells it trained on
+        rep = representation(features if rows is None else Features(features.X[rows], features.var_names), None, seed)
     k = cluster_neighbors(config.n_neighbors, len(emb))
     if graph is None or graph.shape[1] != k or rows is not None:
         graph, _ = knn(rep, k, random_state=seed, device=get_device(config.device))

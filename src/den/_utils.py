@@ -60,7 +60,7 @@ def training_rows(n_cells: int, fit_cells: int | None, seed: int, batched: bool 
     """
     from den._config import Int, Optional
 
-    if Optional(Int(2)).check("fit_cells", fit_cells) is None or fit_cells >= n_cells:
+    if Optional(Int(3)).check("fit_cells", fit_cells) is None or fit_cells >= n_cells:
         return None
     if batched:
         msg = "fit_cells with batches (batch_key) is not supported: pass fit_cells=None, or use a sample keeping every batch."

@@ -126,7 +126,7 @@ def test_bad_n_clusters(trained):
 def test_fit_cells_checks(trained):
     """fit_cells as den.tl.embed checks it; n_clusters must fit in the sample; nothing written on failure."""
     before = (trained.obs.copy(), set(trained.uns))
-    with pytest.raises(ValueError, match=r"fit_cells=1: it must be None or an integer >= 2"):
+    with pytest.raises(ValueError, match=r"fit_cells=1: it must be None or an integer >= 3"):
         den.tl.cluster(trained, fit_cells=1, **FAST)
     with pytest.raises(ValueError, match=r"n_clusters=30: it must be below the number of cells clustered \(30\)"):
         den.tl.cluster(trained, fit_cells=30, n_clusters=30, **FAST)
@@ -208,3 +208,17 @@ def test_cluster_reads_the_stored_graph_instead_of_searching(pbmc_embedded, monk
     assert graph_from_matrix(subset.obsp["den_distances"], 15) is None
     den.tl.cluster(subset, **FAST)  # searches its own graph
     assert searches == [1, 1]
+
+
+def test_fit_cells_without_pca_layer_searches_a_pca_of_the_sample(monkeypatch):
+    """n_pcs=None: the clustering's graph comes from a PCA of the sample (as the embedding's did), not of every cell."""
+    import den._clustering as clustering
+
+    adata = den.datasets.synthetic(400, 60, 3, n_markers=8, marker_fold=8, random_state=3)
+    den.tl.embed(adata, n_pcs=None, fit_cells=150, n_epochs=5, progress_bar=False)
+    seen = []
+    real = clustering.representation
+    monkeypatch.setattr(clustering, "representation", lambda f, *a: seen.append(f.n) or real(f, *a))
+    den.tl.cluster(adata, fit_cells=150, **FAST)
+    assert seen == [150]
+    assert (adata.uns["den_clusters"]["training_labels"] >= 0).sum() == 150

@@ -373,22 +373,30 @@ def test_too_few_scanpy_pcs_are_rejected_before_reading_x(small, monkeypatch):
     assert small.uns["den"]["fit"]["pca"] == "den"
 
 
-def test_fit_cells_trains_on_a_sample_and_places_every_cell():
+@pytest.mark.parametrize("setup", ["den's PCA layer", "scanpy's X_pca", "no PCA layer"])
+def test_fit_cells_trains_on_a_sample_and_places_every_cell(setup):
     """embed + cluster with fit_cells: the map and clusters of the sample done by hand, every cell transformed."""
+    import scanpy as sc
     from sklearn.model_selection import cross_val_score
     from sklearn.neighbors import KNeighborsClassifier
 
     adata = den.datasets.synthetic(600, 80, 3, n_markers=8, marker_fold=8, random_state=2)
+    if setup == "scanpy's X_pca":
+        sc.pp.pca(adata, n_comps=50)  # near pairs from X_pca, the PCA layer from scanpy's loadings
+    kw = {"n_epochs": 20, "progress_bar": False} | ({"n_pcs": None} if setup == "no PCA layer" else {})
     sample = np.sort(np.random.default_rng(0).choice(600, 200, replace=False))  # random_state=0, as documented
     ref = adata[sample].copy()
-    den.tl.embed(adata, fit_cells=200, n_epochs=20, progress_bar=False)
+    den.tl.embed(adata, fit_cells=200, **kw)
     den.tl.cluster(adata, fit_cells=200, progress_bar=False)
-    den.tl.embed(ref, n_epochs=20, progress_bar=False)
-    den.tl.cluster(ref, progress_bar=False)
-    query = adata.copy()
-    den.tl.transform(query, ref)
-    np.testing.assert_allclose(adata.obsm["X_den"], query.obsm["X_den"], atol=1e-5)
-    np.testing.assert_array_equal(adata.obs["den_clusters"], query.obs["den_clusters"])
+    if setup == "scanpy's X_pca":  # the sample by hand would not reproduce scanpy's PCA (other mean): no twin
+        assert adata.uns["den"]["fit"]["pca"] == "adata.varm['PCs']"  # the whole data's loadings, reused
+    else:
+        den.tl.embed(ref, **kw)
+        den.tl.cluster(ref, progress_bar=False)
+        query = adata.copy()
+        den.tl.transform(query, ref)
+        np.testing.assert_allclose(adata.obsm["X_den"], query.obsm["X_den"], atol=1e-5)
+        np.testing.assert_array_equal(adata.obs["den_clusters"], query.obs["den_clusters"])
     assert adata.obs["den_clusters"].nunique() == 3
     assert adata.uns["den"]["fit"]["n_cells_trained"] == 200 and adata.uns["den"]["params"]["fit_cells"] == 200
     assert "den_distances" not in adata.obsp  # the sample's graph does not cover every cell
@@ -407,10 +415,23 @@ def test_fit_cells_at_least_the_cells_is_the_whole_fit(small):
     assert "den_distances" in b.obsp and b.uns["den"]["fit"]["n_cells_trained"] == small.n_obs
 
 
+def test_fit_cells_sample_must_hold_two_labelled_classes(small):
+    """Labels checked on the sample: one labelled class there would teach the map nothing, as on the whole data."""
+    sampled = np.random.default_rng(0).choice(small.n_obs, 50, replace=False)  # random_state=0's sample
+    outside = np.setdiff1d(np.arange(small.n_obs), sampled)
+    small.obs["label"] = pd.Categorical([None] * small.n_obs, categories=["a", "b"])
+    where = small.obs.columns.get_loc("label")
+    small.obs.iloc[[sampled[0], outside[0]], where] = ["a", "b"]  # two labelled cells, one in the sample
+    before = (set(small.obsm), set(small.uns))
+    with pytest.raises(ValueError, match="fit_cells=50 sample holds labelled cells of fewer than two classes"):
+        den.tl.embed(small, labels_key="label", fit_cells=50, **FAST)
+    assert (set(small.obsm), set(small.uns)) == before
+
+
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        ({"fit_cells": 0}, ValueError, r"fit_cells=0: it must be None or an integer >= 2"),
+        ({"fit_cells": 0}, ValueError, r"fit_cells=0: it must be None or an integer >= 3"),
         ({"fit_cells": 100.0}, TypeError, r"fit_cells=100\.0"),
         ({"fit_cells": 100, "batch_key": "batch"}, ValueError, r"fit_cells with batches \(batch_key\)"),
     ],

@@ -89,7 +89,8 @@ def cluster(
         (drawn with ``random_state``: the sample ``den.tl.embed(fit_cells=...)`` trained on
         with the same seed and number), then assign every cell with the network, as
         :func:`den.tl.transform` assigns new cells. ``None`` (default), or at least the
-        number of cells: every cell. Not with a ``batch_key`` embedding.
+        number of cells: every cell. Not with a batch-centred embedding (``batch_key`` with
+        ``batch_centering``).
     head_epochs
         Epochs training the cluster head on the frozen encoder (at least 1,000 steps).
     finetune_epochs

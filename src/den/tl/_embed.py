@@ -165,6 +165,7 @@ def embed(
     seed = check_random_state(random_state)
     rows = training_rows(adata.n_obs, fit_cells, seed, batch_key is not None)
     take = (lambda a: a) if rows is None else (lambda a: None if a is None else a[rows])
+    _check_sampled_labels(take(codes), fit_cells)
     fit = fit_embedding(
         Features(take(X), adata.var_names),
         config,
@@ -300,6 +301,16 @@ def _batches(adata: AnnData, batch_key: str | None, *, batch_centering, n_pcs: i
         msg = "batch_centering=True needs the PCA layer (n_pcs set); pass n_pcs=50 or batch_centering=False."
         raise ValueError(msg)
     return batches
+
+
+def _check_sampled_labels(codes: np.ndarray | None, fit_cells: int | None) -> None:
+    """Refuse a ``fit_cells`` sample whose labelled cells hold fewer than two classes (the whole data's check, on the sample)."""
+    if codes is not None and len(np.unique(codes[codes >= 0])) < 2:
+        msg = (
+            f"The fit_cells={fit_cells} sample holds labelled cells of fewer than two classes: labels would teach the "
+            "map nothing. Raise fit_cells, or label more cells."
+        )
+        raise ValueError(msg)
 
 
 def _labels(adata: AnnData, labels_key: str | None):
