@@ -52,15 +52,23 @@ def check_random_state(random_state: int | None) -> int:
     return int(random_state)
 
 
+def check_fit_cells(fit_cells: int | None, n_cells: int | None) -> int | None:
+    """Check ``fit_cells`` (``None`` or an integer >= 3); how many of ``n_cells`` a fit trains on (``None``: not known)."""
+    from den._config import Int, Optional
+
+    fit_cells = Optional(Int(3)).check("fit_cells", fit_cells)
+    if n_cells is None:
+        return None
+    return n_cells if fit_cells is None else min(fit_cells, n_cells)
+
+
 def training_rows(n_cells: int, fit_cells: int | None, seed: int, batched: bool = False) -> np.ndarray | None:
     """The sorted rows a ``fit_cells`` sample trains on (``numpy.random.default_rng(seed)``), or ``None``: every cell.
 
     The same rows for the same ``n_cells``, ``fit_cells`` and ``seed``, so ``den.tl.embed`` and
     ``den.tl.cluster`` with one seed train on one sample.
     """
-    from den._config import Int, Optional
-
-    if Optional(Int(3)).check("fit_cells", fit_cells) is None or fit_cells >= n_cells:
+    if check_fit_cells(fit_cells, n_cells) == n_cells:
         return None
     if batched:
         msg = "fit_cells with batches (batch_key) is not supported: pass fit_cells=None, or use a sample keeping every batch."

@@ -222,3 +222,15 @@ def test_fit_cells_without_pca_layer_searches_a_pca_of_the_sample(monkeypatch):
     den.tl.cluster(adata, fit_cells=150, **FAST)
     assert seen == [150]
     assert (adata.uns["den_clusters"]["training_labels"] >= 0).sum() == 150
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"), [({"fit_cells": 1}, "fit_cells=1"), ({"fit_cells": 30, "n_clusters": 30}, "n_clusters=30")]
+)
+def test_fit_cells_refused_before_reading_x(trained, monkeypatch, kwargs, match):
+    """A bad fit_cells (or n_clusters beyond the sample) costs no pass over X (minutes on an atlas on disk)."""
+    import den.tl._cluster as tool
+
+    monkeypatch.setattr(tool, "get_matrix", lambda *a: pytest.fail("X was read"))
+    with pytest.raises(ValueError, match=match):
+        den.tl.cluster(trained, **kwargs, **FAST)

@@ -442,3 +442,12 @@ def test_fit_cells_bad_input(small, kwargs, error, match):
     with pytest.raises(error, match=match):
         den.tl.embed(small, **FAST, **kwargs)
     assert (set(small.obsm), set(small.uns), set(small.obsp)) == before
+
+
+def test_fit_cells_refused_before_reading_x(small, monkeypatch):
+    """A bad fit_cells costs no pass over X (minutes on an atlas on disk)."""
+    import den.tl._embed as tool
+
+    monkeypatch.setattr(tool, "get_matrix", lambda *a: pytest.fail("X was read"))
+    with pytest.raises(ValueError, match="fit_cells=1"):
+        den.tl.embed(small, fit_cells=1, **FAST)

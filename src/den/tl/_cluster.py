@@ -12,7 +12,15 @@ from den._config import ClusterConfig
 from den._data import Features, get_matrix
 from den._model import DENModel, fingerprint
 from den._pairs import graph_from_matrix
-from den._utils import check_copy, check_flags, check_key_added, check_random_state, make_actual, training_rows
+from den._utils import (
+    check_copy,
+    check_fit_cells,
+    check_flags,
+    check_key_added,
+    check_random_state,
+    make_actual,
+    training_rows,
+)
 
 from ._batches import training_batches
 from ._cluster_results import cluster_columns, write_clusters
@@ -135,6 +143,10 @@ def cluster(
     check_flags(progress_bar=progress_bar)
     check_key_added(adata, key_added, "cluster")
     config = ClusterConfig(**{k: v for k, v in locals().items() if k in ClusterConfig.names()})
+    n_fit = check_fit_cells(fit_cells, getattr(adata, "n_obs", None))  # before any pass over X
+    if n_clusters is not None and n_fit is not None and n_clusters >= n_fit:
+        msg = f"Invalid n_clusters={n_clusters}: it must be below the number of cells clustered ({n_fit})."
+        raise ValueError(msg)
     model = DENModel.from_adata(adata, key=key, cluster_key=None)
     emb_key = "X_den" if key == "den" else key
     if emb_key not in adata.obsm:
@@ -145,10 +157,6 @@ def cluster(
     seed = check_random_state(random_state)
     batches = training_batches(adata, model, key)
     rows = training_rows(adata.n_obs, fit_cells, seed, batches is not None)
-    n_fit = adata.n_obs if rows is None else len(rows)
-    if n_clusters is not None and n_clusters >= n_fit:
-        msg = f"Invalid n_clusters={n_clusters}: it must be below the number of cells clustered ({n_fit})."
-        raise ValueError(msg)
     result = fit_clusters(
         model,
         Features(X, adata.var_names),

@@ -18,6 +18,7 @@ from den._pairs import graph_matrix
 from den._pca import reproduces
 from den._utils import (
     check_copy,
+    check_fit_cells,
     check_flags,
     check_key_added,
     check_random_state,
@@ -151,6 +152,7 @@ def embed(
     start = logg.info("computing DEN embedding")
     check_copy(adata, copy)
     check_flags(progress_bar=progress_bar, batch_centering=batch_centering)
+    check_fit_cells(fit_cells, None)  # before any pass over X
     args = {k: v for k, v in locals().items() if k in EmbedConfig.names()}
     config = EmbedConfig(**args, encoder="mlp")
     key_obsm, key_uns = ("X_den", "den") if key_added is None else (key_added, key_added)
