@@ -66,9 +66,9 @@ def training_rows(n_cells: int, fit_cells: int | None, seed: int, batched: bool 
     """The sorted rows a ``fit_cells`` sample trains on (``numpy.random.default_rng(seed)``), or ``None``: every cell.
 
     The same rows for the same ``n_cells``, ``fit_cells`` and ``seed``, so ``den.tl.embed`` and
-    ``den.tl.cluster`` with one seed train on one sample.
+    ``den.tl.cluster`` with one seed train on one sample. ``fit_cells`` was checked by :func:`check_fit_cells`.
     """
-    if check_fit_cells(fit_cells, n_cells) == n_cells:
+    if fit_cells is None or fit_cells >= n_cells:
         return None
     if batched:
         msg = "fit_cells with batches (batch_key) is not supported: pass fit_cells=None, or use a sample keeping every batch."

@@ -13,7 +13,7 @@ from scanpy import logging as logg
 from torch import nn
 
 from den._classifier import train_classifier
-from den._config import Int
+from den._config import ClusterConfig
 from den._data import check_query_scale, get_matrix, label_order, missing_label_texts, trained_matrix
 from den._model import DENModel
 from den._utils import check_copy, check_flags, check_key_added, check_random_state, make_actual, predict, softmax
@@ -99,9 +99,7 @@ def transfer_labels(
     check_flags(progress_bar=progress_bar)
     out_key = obs if key_added is None else key_added
     check_key_added(adata, out_key, "transfer_labels")
-    Int(1).check("head_epochs", head_epochs)  # as den.tl.cluster checks them
-    Int(0).check("finetune_epochs", finetune_epochs)
-    Int(2).check("batch_size", batch_size)
+    ClusterConfig(head_epochs=head_epochs, finetune_epochs=finetune_epochs, batch_size=batch_size)  # cluster's rules
     model = _model(reference, key)
     labels, categories = _reference_labels(reference, obs)
     seed = check_random_state(random_state)
