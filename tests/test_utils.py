@@ -1,3 +1,4 @@
+import numpy as np
 import torch
 
 import den
@@ -33,3 +34,18 @@ def test_progress_bar_redraws_at_its_own_pace(capsys):
     err = capsys.readouterr().err
     assert "DEN embedding" in err and "loss=" in err
     assert err.count("loss=") < 100  # tqdm's 0.1 s refresh interval, not 200 redraws
+
+
+def test_training_rows_stratified_by_batch():
+    """Each batch gives its share of the sample, at least MIN_SAMPLE_PER_BATCH cells (all of a smaller batch)."""
+    from den._utils import MIN_SAMPLE_PER_BATCH, training_rows
+
+    batches = np.array(["a"] * 900 + ["b"] * 90 + ["c"] * 10)[np.random.default_rng(1).permutation(1000)]
+    rows = training_rows(1000, 100, 0, batches)
+    assert np.all(np.diff(rows) > 0)
+    names, counts = np.unique(batches[rows], return_counts=True)
+    assert dict(zip(names, counts, strict=True)) == {"a": 90, "b": MIN_SAMPLE_PER_BATCH, "c": 10}
+    np.testing.assert_array_equal(rows, training_rows(1000, 100, 0, batches))  # one seed, one sample
+    assert not np.array_equal(rows, training_rows(1000, 100, 1, batches))
+    assert training_rows(1000, 100, 0, None).size == 100  # without batches: exactly fit_cells
+    assert training_rows(80, 60, 0, np.repeat(["a", "b"], 40)) is None  # 50 a batch keeps every cell: the whole fit

@@ -62,18 +62,35 @@ def check_fit_cells(fit_cells: int | None, n_cells: int | None) -> int | None:
     return n_cells if fit_cells is None else min(fit_cells, n_cells)
 
 
-def training_rows(n_cells: int, fit_cells: int | None, seed: int, batched: bool = False) -> np.ndarray | None:
+#: with batches, a ``fit_cells`` sample keeps at least this many cells of each batch (all of a smaller one)
+MIN_SAMPLE_PER_BATCH = 50
+
+
+def training_rows(n_cells: int, fit_cells: int | None, seed: int, batches=None) -> np.ndarray | None:
     """The sorted rows a ``fit_cells`` sample trains on (``numpy.random.default_rng(seed)``), or ``None``: every cell.
 
-    The same rows for the same ``n_cells``, ``fit_cells`` and ``seed``, so ``den.tl.embed`` and
-    ``den.tl.cluster`` with one seed train on one sample. ``fit_cells`` was checked by :func:`check_fit_cells`.
+    The same rows for the same ``n_cells``, ``fit_cells``, ``seed`` and ``batches``, so
+    ``den.tl.embed`` and ``den.tl.cluster`` with one seed train on one sample. With
+    ``batches`` (one name per cell) the sample is stratified: each batch gives its share of
+    ``fit_cells``, and at least :data:`MIN_SAMPLE_PER_BATCH` cells (all of a smaller batch),
+    so no batch is missing and each batch's mean rests on enough cells. ``fit_cells`` was
+    checked by :func:`check_fit_cells`.
     """
     if fit_cells is None or fit_cells >= n_cells:
         return None
-    if batched:
-        msg = "fit_cells with batches (batch_key) is not supported: pass fit_cells=None, or use a sample keeping every batch."
-        raise ValueError(msg)
-    return np.sort(np.random.default_rng(seed).choice(n_cells, fit_cells, replace=False))
+    rng = np.random.default_rng(seed)
+    if batches is None:
+        return np.sort(rng.choice(n_cells, fit_cells, replace=False))
+    codes = np.unique(np.asarray(batches).astype(str), return_inverse=True)[1]
+    counts = np.bincount(codes)
+    share = np.maximum(np.rint(fit_cells * counts / n_cells).astype(int), MIN_SAMPLE_PER_BATCH)
+    take = np.minimum(counts, share)
+    if take.sum() >= n_cells:
+        return None
+    order = np.argsort(codes, kind="stable")  # the rows of each batch, in row order
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    parts = [rng.choice(order[starts[b] : starts[b + 1]], take[b], replace=False) for b in range(len(counts))]
+    return np.sort(np.concatenate(parts))
 
 
 def make_actual(adata: AnnData) -> None:

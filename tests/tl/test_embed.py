@@ -433,7 +433,6 @@ def test_fit_cells_sample_must_hold_two_labelled_classes(small):
     [
         ({"fit_cells": 0}, ValueError, r"fit_cells=0: it must be None or an integer >= 3"),
         ({"fit_cells": 100.0}, TypeError, r"fit_cells=100\.0"),
-        ({"fit_cells": 100, "batch_key": "batch"}, ValueError, r"fit_cells with batches \(batch_key\)"),
     ],
 )
 def test_fit_cells_bad_input(small, kwargs, error, match):

@@ -7,7 +7,7 @@ import matplotlib.pyplot
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import adjusted_rand_score, roc_auc_score
 from sklearn.neighbors import NearestNeighbors
 from snapshot import snapshot
 
@@ -425,3 +425,39 @@ def test_batch_centred_model_clusters_and_explains(_centred, split):
     novel = truth == "novel"
     assert (query.obs["predicted"].astype(str).to_numpy()[~novel] == truth[~novel]).mean() > 0.9
     assert roc_auc_score(novel, -query.obs["den_mapping_score"].to_numpy()) > 0.9
+
+
+@pytest.mark.parametrize("centring", [True, False])
+def test_fit_cells_with_batches_samples_every_batch(split, centring):
+    """fit_cells with batch_key: a sample stratified by batch, the same for embed and cluster; every cell placed
+    as den.tl.transform places it from the sample's fit done by hand."""
+    from den._utils import training_rows
+
+    ref = split[0]
+    kw = {"batch_key": "batch", "batch_centering": centring, **FAST}
+    den.tl.embed(ref, fit_cells=300, **kw)
+    den.tl.cluster(ref, fit_cells=300, progress_bar=False, head_epochs=5, finetune_epochs=1)
+    batches = ref.obs["batch"].astype(str).to_numpy()
+    rows = training_rows(ref.n_obs, 300, 0, batches)
+    share = pd.Series(batches[rows]).value_counts() / len(rows)
+    pd.testing.assert_series_equal(share, pd.Series(batches).value_counts(normalize=True), atol=0.01, check_names=False)
+    assert ref.uns["den"]["fit"]["n_cells_trained"] == len(rows)
+    np.testing.assert_array_equal(np.flatnonzero(ref.uns["den_clusters"]["training_labels"] >= 0), rows)
+    by_hand = ref[rows].copy()
+    del by_hand.uns["den"], by_hand.obsm["X_den"]
+    den.tl.embed(by_hand, **kw)
+    den.tl.cluster(by_hand, progress_bar=False, head_epochs=5, finetune_epochs=1)
+    query = ref.copy()
+    den.tl.transform(query, by_hand, batch_key="batch")
+    np.testing.assert_allclose(ref.obsm["X_den"], query.obsm["X_den"], atol=1e-5)
+    # the same clusters; their names follow sizes over every cell, the hand-made ones over the sample (a tie here)
+    assert adjusted_rand_score(ref.obs["den_clusters"], query.obs["den_clusters"]) == 1
+
+
+def test_fit_cells_clusters_need_the_embeddings_batch_column(split):
+    ref = split[0]
+    den.tl.embed(ref, batch_key="batch", batch_centering=False, fit_cells=300, **FAST)
+    del ref.obs["batch"]
+    with pytest.raises(KeyError, match="trained with batch_key='batch', which is no longer a column"):
+        den.tl.cluster(ref, fit_cells=300, progress_bar=False)
+    assert "den_clusters" not in ref.obs

@@ -24,6 +24,20 @@ def training_batches(adata: AnnData, model: DENModel, key: str) -> np.ndarray | 
     return query_batches(adata, batch_key, model, where="adata")
 
 
+def sample_strata(adata: AnnData, key: str) -> np.ndarray | None:
+    """The batches a ``fit_cells`` sample is stratified by: the embedding's ``batch_key`` column, if it had one."""
+    batch_key = adata.uns[key].get("params", {}).get("batch_key")
+    if batch_key is None:
+        return None
+    if batch_key not in adata.obs:
+        msg = (
+            f"The embedding was trained with batch_key={batch_key!r}, which is no longer a column of adata.obs: "
+            "fit_cells draws its sample per batch, as den.tl.embed did. Restore the column, or pass fit_cells=None."
+        )
+        raise KeyError(msg)
+    return adata.obs[batch_key].astype(str).to_numpy()
+
+
 def query_batches(
     adata: AnnData, batch_key: str | None, model: DENModel, *, where: str = "the query"
 ) -> np.ndarray | None:

@@ -22,7 +22,7 @@ from den._utils import (
     training_rows,
 )
 
-from ._batches import training_batches
+from ._batches import sample_strata, training_batches
 from ._cluster_results import cluster_columns, write_clusters
 
 if TYPE_CHECKING:
@@ -96,9 +96,9 @@ def cluster(
         Find the clusters and train the network on a seeded sample of this many cells
         (drawn with ``random_state``: the sample ``den.tl.embed(fit_cells=...)`` trained on
         with the same seed and number), then assign every cell with the network, as
-        :func:`den.tl.transform` assigns new cells. ``None`` (default), or at least the
-        number of cells: every cell. Not with a batch-centred embedding (``batch_key`` with
-        ``batch_centering``).
+        :func:`den.tl.transform` assigns new cells; stratified by batch when the embedding
+        had a ``batch_key``, as there. ``None`` (default), or at least the number of cells:
+        every cell.
     head_epochs
         Epochs training the cluster head on the frozen encoder (at least 1,000 steps).
     finetune_epochs
@@ -156,7 +156,7 @@ def cluster(
     model.gene_index(adata.var_names, query=False)
     seed = check_random_state(random_state)
     batches = training_batches(adata, model, key)
-    rows = training_rows(adata.n_obs, fit_cells, seed, batches is not None)
+    rows = training_rows(adata.n_obs, fit_cells, seed, sample_strata(adata, key) if fit_cells else None)
     result = fit_clusters(
         model,
         Features(X, adata.var_names),

@@ -105,9 +105,10 @@ def embed(
         route for data too large to train on whole (1,000,000 cells on disk with a
         100,000-cell sample: 3.1x faster than the whole fit, with :func:`den.tl.cluster`'s
         ``fit_cells``; docs: benchmarks, "Atlas scale"). The training budget follows the
-        sample's size. ``None`` (default), or at least the number of cells: train on every cell. Not
-        with ``batch_key``, and no kNN graph is stored (:func:`den.tl.cluster` then searches
-        its own on every cell).
+        sample's size. With ``batch_key`` the sample is stratified: each batch gives its share,
+        and at least 50 cells (all of a smaller batch). ``None`` (default), or at least the
+        number of cells: train on every cell. No kNN graph is stored (:func:`den.tl.cluster`
+        then searches its own).
     n_components, n_neighbors, n_pcs, hidden, loss, dof, n_far, n_epochs, batch_size, learning_rate, min_dist, input_noise, ignore, label_weight, label_head
         See :class:`den.DEN`.
     device
@@ -165,7 +166,7 @@ def embed(
     batches = _batches(adata, batch_key, batch_centering=batch_centering, n_pcs=n_pcs)
     warn_if_counts(X, "adata.X" if layer is None else f"adata.layers[{layer!r}]")
     seed = check_random_state(random_state)
-    rows = training_rows(adata.n_obs, fit_cells, seed, batch_key is not None)
+    rows = training_rows(adata.n_obs, fit_cells, seed, batches)
     take = (lambda a: a) if rows is None else (lambda a: None if a is None else a[rows])
     _check_sampled_labels(take(codes), fit_cells)
     fit = fit_embedding(
@@ -175,7 +176,7 @@ def embed(
         rep=take(rep),
         labels=take(codes),
         label_categories=classes,
-        batches=batches,
+        batches=take(batches),
         batch_centering=batches is not None and bool(batch_centering),
         layer=layer,
         given_pca=_scanpy_pca(adata, X, layer, n_pcs) if rep_key == "X_pca" and n_pcs is not None else None,
