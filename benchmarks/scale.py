@@ -13,7 +13,15 @@ whole: ``embed`` and ``cluster`` with ``fit_cells=N`` (the networks train on a s
 ``N`` cells and place / assign every cell of the file); the same metrics on the same 20,000
 cells, and its time against the whole fit's embed + cluster in the same run.
 
+With ``--batches B`` the cells come from ``B`` batches (each with its own gene-wise factors and
+depth, as ``den.datasets.batches``) and the sample runs twice, with ``batch_key`` (a sample
+stratified by batch, batch-balanced pairs and batch centring) and without; batch mixing of the
+map (share of each cell's 15 map neighbours from other batches over that share under random
+mixing, on the same 20,000 cells) joins the metrics. ``--sample-only`` skips the whole fit (with
+``batch_key`` at a million cells its exact per-batch neighbour search is out of reach).
+
     python benchmarks/scale.py [--sizes 100000 300000 1000000] [--genes 2000] [--fit-sample 100000]
+                               [--batches 8] [--sample-only]
 """
 
 from __future__ import annotations
@@ -40,11 +48,14 @@ BLOCK = 8192
 _CELLS: dict = {}  # what write_cells' worker processes read (inherited by fork)
 
 
-def write_cells(path: Path, n_cells: int, n_genes: int, seed: int = 0, workers: int = 1) -> None:
+def write_cells(path: Path, n_cells: int, n_genes: int, seed: int = 0, workers: int = 1, batches: int = 0) -> None:
     """Write synthetic log-normalised cells to a CSR ``.h5ad``, one 8,192-cell block at a time.
 
     Each block's counts are drawn from its own generator, seeded by ``(seed, block)``, so the file
     is the same whatever the number of ``workers`` (processes generating blocks while this one writes).
+    ``batches`` > 0: each cell belongs to one of that many batches (``obs["batch"]``), each with
+    gene-wise factors ``exp(N(0, 0.5))`` and a depth factor ``exp(N(0, 0.5))``, drawn from a
+    second generator (the cells' types are those of the same call without batches).
     """
     import anndata as ad
     import h5py
@@ -58,9 +69,15 @@ def write_cells(path: Path, n_cells: int, n_genes: int, seed: int = 0, workers: 
     kind = rng.choice(TYPES, size=n_cells, p=weights / weights.sum())
     profile, _ = _profiles(TYPES, n_genes, 10, 4.0, rng)
     lib = 5000.0 * rng.lognormal(0, 0.3, size=n_cells)
-    _CELLS.update(kind=kind, profile=profile, lib=lib, seed=seed)
+    _CELLS.update(kind=kind, profile=profile, lib=lib, seed=seed, batch=None)
     names = np.asarray([f"g{i}" for i in range(TYPES)])
     obs = pd.DataFrame({"group": pd.Categorical(names[kind])}, index=[f"cell{i}" for i in range(n_cells)])
+    if batches:
+        effects = np.random.default_rng([seed, 1])
+        batch = effects.integers(0, batches, n_cells)
+        _CELLS.update(batch=batch, gene_factor=np.exp(effects.normal(0, 0.5, (batches, n_genes))))
+        _CELLS["lib"] = lib * np.exp(effects.normal(0, 0.5, batches))[batch]
+        obs["batch"] = pd.Categorical(np.asarray([f"batch{i}" for i in range(batches)])[batch])
     var = pd.DataFrame(index=[f"gene{i}" for i in range(n_genes)])
     ad.AnnData(obs=obs, var=var).write_h5ad(path)  # obs, var, empty X: X is written below
     starts = range(0, n_cells, BLOCK)
@@ -90,7 +107,11 @@ def _block(start: int):
     c = _CELLS
     sl = slice(start, min(start + BLOCK, len(c["kind"])))
     rng = np.random.default_rng([c["seed"], start // BLOCK])
-    return sample_counts(c["profile"][c["kind"][sl]] * c["lib"][sl, None], 0.3, rng)[1]
+    mu = c["profile"][c["kind"][sl]]
+    if c["batch"] is not None:
+        mu = mu * c["gene_factor"][c["batch"][sl]]
+        mu = mu / mu.sum(1, keepdims=True)
+    return sample_counts(mu * c["lib"][sl, None], 0.3, rng)[1]
 
 
 @contextmanager
@@ -133,7 +154,7 @@ def child(path: str) -> None:
     print(json.dumps(out))
 
 
-def child_sample(path: str, n_fit: int) -> None:
+def child_sample(path: str, n_fit: int, prefix: str = "sample_", batch_key: str | None = None) -> None:
     """``embed`` and ``cluster`` with ``fit_cells=n_fit`` on the backed file; print one JSON line."""
     import warnings
 
@@ -143,29 +164,34 @@ def child_sample(path: str, n_fit: int) -> None:
     adata = ad.read_h5ad(path, backed="r")
     out = {}
     t = time.perf_counter()
-    den.tl.embed(adata, fit_cells=n_fit, progress_bar=False)  # trains on the sample, places every cell
-    out["sample_embed_s"] = time.perf_counter() - t
+    den.tl.embed(adata, fit_cells=n_fit, batch_key=batch_key, progress_bar=False)  # trains on the sample, places all
+    out[prefix + "embed_s"] = time.perf_counter() - t
     t = time.perf_counter()
     den.tl.cluster(adata, fit_cells=n_fit, progress_bar=False)  # clusters the same sample, assigns every cell
-    out["sample_cluster_s"] = time.perf_counter() - t
-    out["sample_total_s"] = out["sample_embed_s"] + out["sample_cluster_s"]
-    out["sample_peak_rss_gib"] = rss_gib("VmHWM")
-    out.update(_quality(adata, "sample_"))
+    out[prefix + "cluster_s"] = time.perf_counter() - t
+    out[prefix + "total_s"] = out[prefix + "embed_s"] + out[prefix + "cluster_s"]
+    out[prefix + "peak_rss_gib"] = rss_gib("VmHWM")
+    out.update(_quality(adata, prefix))
     print(json.dumps(out))
 
 
 def _quality(adata, prefix: str = "") -> dict:
-    """kNN-15 accuracy of the map on a seeded 20,000-cell sample, cluster ARI and k, against the true types."""
+    """kNN-15 accuracy of the map on a seeded 20,000-cell sample, cluster ARI and k, against the true types;
+    with batches, the map's batch mixing on the same cells."""
     from _metrics import knn_accuracy
+    from mapping import batch_mixing
     from sklearn.metrics import adjusted_rand_score
 
     truth = adata.obs["group"].to_numpy()
     sample = np.random.default_rng(0).choice(adata.n_obs, min(20_000, adata.n_obs), replace=False)
-    return {
+    out = {
         prefix + "knn_acc": knn_accuracy(adata.obsm["X_den"][sample], truth[sample]),
         prefix + "ari": adjusted_rand_score(truth, adata.obs["den_clusters"]),
         prefix + "k": int(adata.obs["den_clusters"].nunique()),
     }
+    if "batch" in adata.obs:
+        out[prefix + "mixing"] = batch_mixing(adata.obsm["X_den"][sample], adata.obs["batch"].to_numpy()[sample])
+    return out
 
 
 def _run_child(*args) -> dict:
@@ -180,31 +206,39 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 300_000, 1_000_000])
     parser.add_argument("--genes", type=int, default=2000)
     parser.add_argument("--fit-sample", type=int, help="also fit on this many cells and transform the rest")
+    parser.add_argument("--batches", type=int, default=0, help="cells from this many batches (batch effects)")
+    parser.add_argument("--sample-only", action="store_true", help="skip the whole fit (needs --fit-sample)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
-    parser.add_argument("--child-sample", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--child-sample", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.sample_only and not args.fit_sample:
+        parser.error("--sample-only needs --fit-sample")
     if args.child:
         child(args.child)
         return
     if args.child_sample:
-        child_sample(args.child_sample[0], int(args.child_sample[1]))
+        path, n_fit, *rest = args.child_sample
+        child_sample(path, int(n_fit), *rest)
         return
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for n in args.sizes:
             path = Path(tmp) / f"cells_{n}.h5ad"
             t = time.perf_counter()
-            write_cells(path, n, args.genes)
+            write_cells(path, n, args.genes, batches=args.batches)
             write_s = time.perf_counter() - t
-            row = _run_child("--child", str(path))
+            row = {"n_cells": n} if args.sample_only else _run_child("--child", str(path))
             if args.fit_sample and args.fit_sample < n:
                 row |= {"fit_sample": args.fit_sample} | _run_child("--child-sample", str(path), str(args.fit_sample))
-                row["sample_speedup"] = (row["embed_s"] + row["cluster_s"]) / row["sample_total_s"]
+                if not args.sample_only:
+                    row["sample_speedup"] = (row["embed_s"] + row["cluster_s"]) / row["sample_total_s"]
+                if args.batches:  # the same sample route with batch_key: stratified, batch-balanced, centred
+                    row |= _run_child("--child-sample", str(path), str(args.fit_sample), "batched_", "batch")
             row["file_gib"] = path.stat().st_size / 2**30
             row["write_s"] = write_s
             rows.append(row)
             path.unlink()
-    for a, b in zip(rows, rows[1:], strict=False):
+    for a, b in zip(rows, rows[1:] if not args.sample_only else [], strict=False):
         t_a, t_b = a["embed_s"] + a["cluster_s"], b["embed_s"] + b["cluster_s"]
         b["time_exponent"] = float(np.log(t_b / t_a) / np.log(b["n_cells"] / a["n_cells"]))
     report("scale: backed .h5ad, embed -> cluster -> markers -> transform", rows)
