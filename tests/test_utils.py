@@ -48,4 +48,6 @@ def test_training_rows_stratified_by_batch():
     np.testing.assert_array_equal(rows, training_rows(1000, 100, 0, batches))  # one seed, one sample
     assert not np.array_equal(rows, training_rows(1000, 100, 1, batches))
     assert training_rows(1000, 100, 0, None).size == 100  # without batches: exactly fit_cells
+    assert training_rows(900, 300, 0, np.repeat(["a", "b", "c"], 300)).size == 300  # the shares sum to fit_cells
+    assert training_rows(3000, 200, 0, np.repeat(["a", "b", "c"], 1000)).size == 200  # 66.7 each: 67, 67, 66
     assert training_rows(80, 60, 0, np.repeat(["a", "b"], 40)) is None  # 50 a batch keeps every cell: the whole fit

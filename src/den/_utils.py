@@ -72,7 +72,7 @@ def training_rows(n_cells: int, fit_cells: int | None, seed: int, batches=None) 
     The same rows for the same ``n_cells``, ``fit_cells``, ``seed`` and ``batches``, so
     ``den.tl.embed`` and ``den.tl.cluster`` with one seed train on one sample. With
     ``batches`` (one name per cell) the sample is stratified: each batch gives its share of
-    ``fit_cells``, and at least :data:`MIN_SAMPLE_PER_BATCH` cells (all of a smaller batch),
+    ``fit_cells`` (the shares sum to ``fit_cells``), and at least :data:`MIN_SAMPLE_PER_BATCH` cells (all of a smaller batch),
     so no batch is missing and each batch's mean rests on enough cells. ``fit_cells`` was
     checked by :func:`check_fit_cells`.
     """
@@ -83,8 +83,11 @@ def training_rows(n_cells: int, fit_cells: int | None, seed: int, batches=None) 
         return np.sort(rng.choice(n_cells, fit_cells, replace=False))
     codes = np.unique(np.asarray(batches).astype(str), return_inverse=True)[1]
     counts = np.bincount(codes)
-    share = np.maximum(np.rint(fit_cells * counts / n_cells).astype(int), MIN_SAMPLE_PER_BATCH)
-    take = np.minimum(counts, share)
+    exact = fit_cells * counts / n_cells
+    share = np.floor(exact).astype(int)
+    largest = np.argsort(share - exact, kind="stable")  # largest remainders first: the shares sum to fit_cells
+    share[largest[: fit_cells - share.sum()]] += 1
+    take = np.minimum(counts, np.maximum(share, MIN_SAMPLE_PER_BATCH))
     if take.sum() >= n_cells:
         return None
     order = np.argsort(codes, kind="stable")  # the rows of each batch, in row order
