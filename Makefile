@@ -26,10 +26,10 @@ docs: $(VENV)/.installed  ## the HTML docs (sphinx, the doc dependency group) in
 	$(PY) -m pip install -q --group doc
 	$(PY) -m sphinx -q -b html docs docs/_build/html
 
-tutorial: $(VENV)/.installed  ## re-run tutorials/pbmc.ipynb in place, so its stored outputs match the code
-	cd tutorials && MPLBACKEND=module://matplotlib_inline.backend_inline ../$(PY) -c "import nbformat; \
-	from nbclient import NotebookClient; nb = nbformat.read('pbmc.ipynb', 4); \
-	NotebookClient(nb, timeout=900, kernel_name='python3').execute(); nbformat.write(nb, 'pbmc.ipynb')"
+tutorial: $(VENV)/.installed  ## re-run tutorials/*.ipynb in place, so their stored outputs match the code
+	cd tutorials && for nb in *.ipynb; do MPLBACKEND=module://matplotlib_inline.backend_inline ../$(PY) -c "import nbformat; \
+	from nbclient import NotebookClient; nb = nbformat.read('$$nb', 4); \
+	NotebookClient(nb, timeout=900, kernel_name='python3').execute(); nbformat.write(nb, '$$nb')" || exit 1; done
 
 bench: $(VENV)/.installed  ## the panel (suite.py) and every other benchmark script; results in benchmarks/results/
 	mkdir -p benchmarks/results

@@ -42,11 +42,15 @@ html_title = "den"
 
 
 def _readme_links(app, relative_path, parent_docname, content):
-    """README's links to the tutorial and the changelog as the docs hold them (index.md includes README)."""
+    """README's links to the tutorials and the changelog as the docs hold them (index.md includes README)."""
     if relative_path.name == "README.md":
         content[0] = (
             content[0]
             .replace("[tutorials/pbmc.ipynb](tutorials/pbmc.ipynb)", "{doc}`tutorials/pbmc.ipynb </tutorials/pbmc>`")
+            .replace(
+                "[tutorials/batches.ipynb](tutorials/batches.ipynb)",
+                "{doc}`tutorials/batches.ipynb </tutorials/batches>`",
+            )
             .replace("](CHANGELOG.md)", "](project:/changelog.md)")
         )
 

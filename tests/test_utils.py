@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 
 import den
@@ -51,3 +52,18 @@ def test_training_rows_stratified_by_batch():
     assert training_rows(900, 300, 0, np.repeat(["a", "b", "c"], 300)).size == 300  # the shares sum to fit_cells
     assert training_rows(3000, 200, 0, np.repeat(["a", "b", "c"], 1000)).size == 200  # 66.7 each: 67, 67, 66
     assert training_rows(80, 60, 0, np.repeat(["a", "b"], 40)) is None  # 50 a batch keeps every cell: the whole fit
+
+
+def test_hidden_progress_bar_does_not_import_tqdm_auto(monkeypatch):
+    """tqdm.auto warns in a notebook without ipywidgets even for a hidden bar: hidden bars use plain tqdm."""
+    import sys
+    import types
+
+    from den._utils import progress
+
+    broken = types.ModuleType("tqdm.auto")
+    broken.__getattr__ = lambda name: pytest.fail("tqdm.auto was imported for a hidden bar")
+    monkeypatch.setitem(sys.modules, "tqdm.auto", broken)
+    bar = progress(range(3), desc="hidden", enabled=False)
+    assert list(bar) == [0, 1, 2]
+    bar.set_postfix(loss="1.0")  # what the runner calls on a bar: works on a hidden one too

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._utils import progress
+from ._utils import import_shap, progress
 from .nn import select_output
 
 #: largest |sum(SHAP) + base - output| accepted, as shap's own check
@@ -165,14 +165,14 @@ def _deeplift(model, x, bg, *, progress_bar, desc, random_state) -> np.ndarray:
 
 
 def _shap_deep(model, x, bg, *, progress_bar, desc, random_state) -> np.ndarray:
-    import shap
+    shap = import_shap()
 
     explainer = shap.DeepExplainer(model, torch.from_numpy(bg))
     return _run_shap(explainer, x, progress_bar, desc, check=True)
 
 
 def _shap_gradient(model, x, bg, *, progress_bar, desc, random_state) -> np.ndarray:
-    import shap
+    shap = import_shap()
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(random_state)

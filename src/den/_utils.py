@@ -166,10 +166,31 @@ def check_key_added(adata: AnnData, key: str, tool: str) -> None:
 
 
 def progress(iterable, *, total: int | None = None, desc: str, enabled: bool):
-    """A tqdm.auto progress bar, or the bare iterable when disabled."""
-    from tqdm.auto import tqdm
+    """A tqdm.auto progress bar (a notebook widget in Jupyter); disabled, a hidden plain one.
+
+    Hidden bars never import ``tqdm.auto``: in a notebook without ipywidgets it warns
+    ("IProgress not found") even for a bar that is never drawn.
+    """
+    if enabled:
+        from tqdm.auto import tqdm
+    else:
+        from tqdm import tqdm
 
     return tqdm(iterable, total=total, desc=desc, disable=not enabled, leave=False)
+
+
+def import_shap():
+    """The ``shap`` package, imported without tqdm's notebook warning.
+
+    ``import shap`` imports ``tqdm.auto``, which in a notebook without ipywidgets warns
+    "IProgress not found" although den's SHAP calls draw no shap progress bar.
+    """
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="IProgress not found")
+        import shap
+    return shap
 
 
 @contextlib.contextmanager

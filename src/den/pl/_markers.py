@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from den._data import check_unique_cells
+from den._utils import import_shap
 from den.pl._utils import doc_plot_params, finish, new_axes, uns_entry
 from den.tl._groups import check_sizes
 from den.tl._marker_features import shap_table
@@ -138,7 +139,7 @@ def _check_no_empty_groups(adata: AnnData, groupby: str) -> None:
 
 
 def _explanation(values, base, data, genes):
-    import shap
+    shap = import_shap()
 
     return shap.Explanation(values=values, base_values=base, data=data, feature_names=list(map(str, genes)))
 
@@ -184,7 +185,7 @@ def shap_summary(
         Genes shown (largest mean absolute SHAP value first).
     {ax_show_return_fig}
     """
-    import shap
+    shap = import_shap()
 
     from den._data import get_matrix
     from den._model import DENModel
@@ -244,7 +245,7 @@ def cell_features(
         Show the plot (default: scanpy's ``autoshow``); return the
         :class:`~matplotlib.figure.Figure` instead of the axes.
     """
-    import shap
+    shap = import_shap()
 
     from den._data import get_matrix
     from den._model import DENModel
