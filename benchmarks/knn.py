@@ -9,7 +9,13 @@ every process: its in-process time is measured after a warm-up, and its first ca
 reported apart. Data: the 50 PCs of all 70,000 Fashion-MNIST images, and of synthetic cells
 (``den.datasets.synthetic``, 15 groups, 500 genes) at each of ``--sizes``.
 
-    python benchmarks/knn.py [--sizes 100000 300000 1000000] [--exact-max 100000]
+With ``--batches B`` it measures instead den's batch-balanced search (``den.tl.embed(batch_key=...)``:
+each cell's nearest cells of every batch, ``ceil(15 / B)`` from each) on the same synthetic PCs, split
+into B random batches: exact per batch (scikit-learn, den's path before the nineteenth session, up to
+``--exact-max`` cells) against a pynndescent index per batch queried by every cell (den's path above
+``EXACT_KNN_MAX_CELLS ** 2`` distances a batch); recall of the exact blocks on 1,000 seeded cells.
+
+    python benchmarks/knn.py [--sizes 100000 300000 1000000] [--exact-max 100000] [--batches 8]
 """
 
 from __future__ import annotations
@@ -114,11 +120,57 @@ def bench(name: str, X: np.ndarray, exact_max: int) -> list[dict]:
     return out
 
 
+def bench_batched(X: np.ndarray, n_batches: int, exact_max: int) -> list[dict]:
+    """den's batch-balanced neighbours: exact per batch vs a pynndescent index per batch, same matrix."""
+    from sklearn.neighbors import NearestNeighbors
+
+    from den import _pairs
+    from den._mapping import batch_balanced_knn
+
+    batches = np.random.default_rng(1).integers(0, n_batches, len(X))
+    rows = np.random.default_rng(0).choice(len(X), N_CHECK, replace=False)
+    k_b = int(np.ceil(K / n_batches))
+    exact = []  # each checked row's exact block per batch, without itself
+    for b in range(n_batches):
+        members = np.flatnonzero(batches == b)
+        idx = members[NearestNeighbors(n_neighbors=k_b + 1).fit(X[members]).kneighbors(X[rows])[1]]
+        exact.append([r[r != i][:k_b] for r, i in zip(idx, rows, strict=True)])
+    truth_rows = [np.concatenate([e[j] for e in exact]) for j in range(len(rows))]
+    out, default = [], _pairs.EXACT_KNN_MAX_CELLS
+    indexed = len(X) * np.bincount(batches).max() > default**2  # what den's default path does at this size
+    default_name = "den's path: " + ("a pynndescent index per batch" if indexed else "exact (small enough)")
+    for method, threshold in (("exact per batch", len(X)), (default_name, default)):
+        if threshold > default and len(X) > exact_max:
+            continue
+        _pairs.EXACT_KNN_MAX_CELLS = threshold
+        try:
+            t = time.perf_counter()
+            idx, _ = batch_balanced_knn(X, batches, K)
+            seconds = time.perf_counter() - t
+        finally:
+            _pairs.EXACT_KNN_MAX_CELLS = default
+        found = np.mean([len(set(idx[r]) & set(e)) / len(e) for r, e in zip(rows, truth_rows, strict=True)])
+        out.append({"cells": len(X), "batches": n_batches, "method": method, "s": seconds, "recall": float(found)})
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 300_000, 1_000_000])
     parser.add_argument("--exact-max", type=int, default=100_000, help="largest data set searched exactly")
+    parser.add_argument("--batches", type=int, help="measure den's batch-balanced search with this many batches")
     args = parser.parse_args()
+    if args.batches:
+        pynndescent(np.random.default_rng(0).normal(size=(5000, 50)).astype(np.float32))  # numba warm-up
+        from pynndescent import NNDescent
+
+        warm = NNDescent(np.random.default_rng(0).normal(size=(5000, 50)).astype(np.float32), n_neighbors=15)
+        warm.prepare()
+        warm.query(np.random.default_rng(1).normal(size=(100, 50)).astype(np.float32), k=3)  # the query's numba too
+        full = synthetic_pcs(max(args.sizes))
+        rows = [r for n in sorted(args.sizes) for r in bench_batched(full[:n], args.batches, args.exact_max)]
+        report(f"batch-balanced kNN, {args.batches} batches, 15 neighbours on 50 PCs (same run)", rows)
+        return
     cold = float(subprocess.run([sys.executable, "-c", COLD], capture_output=True, text=True, check=True).stdout)
     pynndescent(np.random.default_rng(0).normal(size=(5000, 50)).astype(np.float32))  # numba warm-up
     faiss_hnsw(np.random.default_rng(0).normal(size=(5000, 50)).astype(np.float32))

@@ -282,7 +282,7 @@ def pair_sampler(rep, config: EmbedConfig, k: int, *, seed, generator, labels, b
     if batches is None:
         knn_idx, knn_dist = knn(rep, k, random_state=seed, device=generator.device)
     else:
-        knn_idx, knn_dist = batch_balanced_knn(rep, batches, k)
+        knn_idx, knn_dist = batch_balanced_knn(rep, batches, k, random_state=seed)
     near = knn_pairs(knn_idx) if config.loss == "contrastive" else mutual_pairs(knn_idx, min_neighbors=1)
     extra = None
     if labels is not None:

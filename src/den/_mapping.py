@@ -70,15 +70,19 @@ def relative_scores(ref: np.ndarray, query: np.ndarray, n_neighbors: int = MAPPI
     return norm.sf((stat - centre) / spread).astype(np.float32)
 
 
-def batch_balanced_knn(rep: np.ndarray, batches: np.ndarray, n_neighbors: int) -> tuple[np.ndarray, np.ndarray]:
+def batch_balanced_knn(
+    rep: np.ndarray, batches: np.ndarray, n_neighbors: int, *, random_state: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """Each cell's neighbours, ``ceil(n_neighbors / n_batches)`` from every batch (as BBKNN).
 
     Returns indices and distances, ``(n, n_batches * k_b)`` each: one block of ``k_b`` columns per
     batch (sorted by distance within the block), for :func:`den._pairs.fuzzy_weights` with
     ``n_blocks=n_batches``. Near pairs mined this way link each cell to its closest cells of every
-    batch, so the network learns to place one cell type from different batches together.
+    batch, so the network learns to place one cell type from different batches together. Each
+    batch is searched exactly while small, else through a pynndescent index
+    (:func:`den._pairs.nearest_in`).
     """
-    from sklearn.neighbors import NearestNeighbors
+    from ._pairs import nearest_in
 
     codes = batch_codes(batches)
     n_batches = codes.max() + 1
@@ -90,11 +94,18 @@ def batch_balanced_knn(rep: np.ndarray, batches: np.ndarray, n_neighbors: int) -
     idx_blocks, dist_blocks = [], []
     for b in range(n_batches):
         members = np.flatnonzero(codes == b)
-        # own batch: the k_b nearest others; other batches: their k_b nearest cells
-        dist, idx = NearestNeighbors(n_neighbors=k_b + 1).fit(rep[members]).kneighbors(rep)
-        own = (codes == b)[:, None]
-        idx_blocks.append(members[np.where(own, idx[:, 1:], idx[:, :-1])])  # drop the cell itself
-        dist_blocks.append(np.where(own, dist[:, 1:], dist[:, :-1]))
+        idx, dist = nearest_in(rep[members], rep, k_b + 1, random_state=random_state)
+        idx = members[idx]
+        # own batch: the k_b nearest others (the cell itself is usually, not always, first among
+        # duplicates; not found, the farthest goes); other batches: their k_b nearest cells
+        drop = np.zeros(idx.shape, dtype=bool)
+        drop[:, -1] = True
+        own = np.flatnonzero(codes == b)
+        is_self = idx[own] == own[:, None]
+        is_self[~is_self.any(1), -1] = True
+        drop[own] = is_self
+        idx_blocks.append(idx[~drop].reshape(len(idx), k_b))
+        dist_blocks.append(dist[~drop].reshape(len(idx), k_b))
     return np.concatenate(idx_blocks, axis=1), np.concatenate(dist_blocks, axis=1)
 
 

@@ -48,6 +48,30 @@ def knn(
     return _drop_self(idx, dist, n_neighbors)
 
 
+def nearest_in(reference: np.ndarray, queries: np.ndarray, k: int, *, random_state: int = 0):
+    """Indices (into ``reference``) and distances of each query row's ``k`` nearest reference rows.
+
+    Exact (scikit-learn) while ``len(reference) * len(queries)`` stays within what :func:`knn`
+    searches exactly (``EXACT_KNN_MAX_CELLS ** 2`` distances); above, a pynndescent index of
+    ``reference`` queried (exact for any row it leaves short).
+    """
+    from sklearn.neighbors import NearestNeighbors
+
+    if len(reference) * len(queries) <= EXACT_KNN_MAX_CELLS**2:
+        dist, idx = NearestNeighbors(n_neighbors=k).fit(reference).kneighbors(queries)
+        return idx, dist
+    from pynndescent import NNDescent
+
+    index = NNDescent(reference, n_neighbors=max(k, 15), random_state=random_state, low_memory=True)
+    index.prepare()
+    idx, dist = index.query(queries, k=k)
+    bad = np.flatnonzero((idx < 0).any(1))
+    if len(bad):
+        search = NearestNeighbors(n_neighbors=k, algorithm="brute").fit(reference)
+        dist[bad], idx[bad] = search.kneighbors(queries[bad])
+    return idx, dist
+
+
 def _fill_missing(rep: np.ndarray, idx: np.ndarray, dist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Exact neighbours for the rows where pynndescent left ``-1`` (too few found, e.g. among many identical rows).
 

@@ -94,6 +94,45 @@ def test_batch_balanced_knn_takes_neighbours_from_every_batch():
     assert (np.diff(dist[:, :5], axis=1) >= 0).all() and (np.diff(dist[:, 5:], axis=1) >= 0).all()
 
 
+def test_batch_balanced_knn_searches_large_batches_through_an_index(monkeypatch):
+    """Above the exact search's size, each batch is an index queried by every cell (pynndescent's query, here a
+    stand-in that returns the exact answer but puts some cells after their first neighbour and leaves some
+    rows short): the blocks are the exact search's, with no cell its own neighbour."""
+    import sys
+    import types
+
+    from den import _pairs
+
+    rng = np.random.default_rng(0)
+    rep = np.concatenate([rng.normal(0, 1, (100, 5)), rng.normal(5, 1, (60, 5))])
+    batches = np.repeat(["a", "b"], [100, 60])
+    exact = batch_balanced_knn(rep, batches, 10)
+    calls = []
+
+    class Index:  # stands in for pynndescent (importing it and its first call compile for half a minute)
+        def __init__(self, reference, n_neighbors, **kwargs):
+            self.reference = reference
+            calls.append(len(reference))
+
+        def prepare(self):
+            pass
+
+        def query(self, queries, k):
+            dist, idx = NearestNeighbors(n_neighbors=k).fit(self.reference).kneighbors(queries)
+            own = np.flatnonzero(dist[:, 0] == 0)[::3]  # a cell itself second, as among duplicates
+            idx[own, :2], dist[own, :2] = idx[own, 1::-1], dist[own, 1::-1]
+            idx[::11, -1], dist[::11, -1] = -1, np.inf  # too few found: searched exactly
+            return idx.astype(np.int32), dist.astype(np.float32)
+
+    monkeypatch.setattr(_pairs, "EXACT_KNN_MAX_CELLS", 50)  # 160 queries x 100 or 60 cells > 2,500
+    monkeypatch.setitem(sys.modules, "pynndescent", types.ModuleType("pynndescent"))
+    monkeypatch.setattr(sys.modules["pynndescent"], "NNDescent", Index, raising=False)
+    idx, dist = batch_balanced_knn(rep, batches, 10)
+    assert calls == [100, 60]
+    np.testing.assert_array_equal(idx, exact[0])
+    np.testing.assert_allclose(dist, exact[1], rtol=1e-6)
+
+
 def test_fuzzy_weights_per_batch_block_keep_cross_batch_pairs():
     """Far-away cells of another batch get weights like near ones of the cell's own batch, block by block."""
     from den._pairs import fuzzy_weights, knn_pairs
