@@ -64,25 +64,23 @@ def nearest_in(reference: np.ndarray, queries: np.ndarray, k: int, *, random_sta
 
     index = NNDescent(reference, n_neighbors=max(k, 15), random_state=random_state, low_memory=True)
     index.prepare()
-    idx, dist = index.query(queries, k=k)
-    bad = np.flatnonzero((idx < 0).any(1))
-    if len(bad):
-        search = NearestNeighbors(n_neighbors=k, algorithm="brute").fit(reference)
-        dist[bad], idx[bad] = search.kneighbors(queries[bad])
-    return idx, dist
+    return _fill_missing(reference, *index.query(queries, k=k), queries)
 
 
-def _fill_missing(rep: np.ndarray, idx: np.ndarray, dist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _fill_missing(
+    rep: np.ndarray, idx: np.ndarray, dist: np.ndarray, queries: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Exact neighbours for the rows where pynndescent left ``-1`` (too few found, e.g. among many identical rows).
 
-    A ``-1`` read as an index would pair the cell with the last one, silently.
+    A ``-1`` read as an index would pair the cell with the last one, silently. ``queries``: the
+    rows that were searched in ``rep`` (default: ``rep`` itself, its own graph).
     """
     bad = np.flatnonzero((idx < 0).any(1))
     if len(bad):
         from sklearn.neighbors import NearestNeighbors
 
         search = NearestNeighbors(n_neighbors=idx.shape[1], algorithm="brute").fit(rep)
-        dist_bad, idx_bad = search.kneighbors(rep[bad])
+        dist_bad, idx_bad = search.kneighbors((rep if queries is None else queries)[bad])
         idx, dist = idx.copy(), dist.copy()
         idx[bad], dist[bad] = idx_bad, dist_bad
     return idx, dist

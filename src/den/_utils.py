@@ -81,7 +81,9 @@ def training_rows(n_cells: int, fit_cells: int | None, seed: int, batches=None) 
     rng = np.random.default_rng(seed)
     if batches is None:
         return np.sort(rng.choice(n_cells, fit_cells, replace=False))
-    codes = np.unique(np.asarray(batches).astype(str), return_inverse=True)[1]
+    from den._mapping import batch_codes
+
+    codes = batch_codes(batches)
     counts = np.bincount(codes)
     exact = fit_cells * counts / n_cells
     share = np.floor(exact).astype(int)
