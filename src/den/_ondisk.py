@@ -21,6 +21,9 @@ class OnDiskRows:
         ``adata.X`` of an AnnData opened with ``backed="r"``.
     """
 
+    #: the most rows one contiguous read of a row subset takes from the file
+    window_rows = 8192
+
     def __init__(self, dataset):
         self.dataset = dataset
         self.shape = tuple(dataset.shape)
@@ -49,11 +52,29 @@ class OnDiskRows:
         if len(unique) == 0:
             return self._empty()
         lo, hi = int(unique[0]), int(unique[-1]) + 1
-        if hi - lo <= 4 * len(unique):  # dense enough: one contiguous read, then pick
-            block = self._read(slice(lo, hi))[unique - lo]
+        if hi - lo <= 4 * len(unique):  # dense enough: contiguous reads, then pick
+            block = self._read_windows(unique)
         else:
             block = self._read(unique)
         return block[inverse] if not np.array_equal(inverse, np.arange(len(unique))) else block
+
+    def _read_windows(self, unique: np.ndarray):
+        """Sorted rows ``unique``, read as contiguous windows of at most :attr:`window_rows` rows.
+
+        Never more than one window beyond the rows asked for is in memory (a sample of a third
+        of the cells read the whole matrix at once).
+        """
+        blocks = []
+        start = 0
+        while start < len(unique):
+            lo = int(unique[start])
+            stop = int(np.searchsorted(unique, lo + self.window_rows))
+            hi = int(unique[stop - 1]) + 1
+            blocks.append(self._read(slice(lo, hi))[unique[start:stop] - lo])
+            start = stop
+        if len(blocks) == 1:
+            return blocks[0]
+        return sparse.vstack(blocks, format="csr") if self.is_sparse else np.concatenate(blocks)
 
     def _read(self, rows):
         block = self.dataset[rows]
