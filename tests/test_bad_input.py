@@ -397,6 +397,10 @@ def test_query_lacks_the_models_layer(small):
     query = small.copy()  # its values in X only
     for call in (den.tl.transform, den.tl.mapping_score):
         _check(query, lambda q, call=call: call(q, ref), KeyError, r"query.layers\['log'\] = query.X")
+    _check(query, lambda q: den.tl.transform(q, ref), KeyError, r"or pass `layer=`")  # transform takes layer=
+    with pytest.raises(KeyError) as caught:
+        den.tl.mapping_score(query, ref)
+    assert "pass `layer=`" not in str(caught.value)  # mapping_score has no layer=
     query.layers["log"] = query.X
     den.tl.transform(query, ref)  # the fix the message names works
 
@@ -485,6 +489,25 @@ DIFF_CASES = [
 def test_differentiating_bad_input(trained, groups, kwargs, error, match):
     trained.uns["n_cells"] = 400  # something of the user's under a key
     _check(trained, lambda a: den.tl.differentiating_features(a, *groups, **kwargs), error, match)
+
+
+@pytest.mark.parametrize(
+    ("module", "call"),
+    [
+        ("_marker_features", lambda a, **kw: den.tl.marker_features(a, groupby="group", **kw)),
+        ("_cell_features", lambda a, **kw: den.tl.cell_features(a, a.obs_names[:2], **kw)),
+        ("_differentiating", lambda a, **kw: den.tl.differentiating_features(a, "0", "1", **kw)),
+    ],
+    ids=["marker_features", "cell_features", "differentiating_features"],
+)
+def test_unknown_explainer_refused_before_a_head_is_trained(trained, monkeypatch, module, call):
+    import importlib
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("a group network was built before the explainer was checked")
+
+    monkeypatch.setattr(importlib.import_module(f"den.tl.{module}"), "group_network", no_work)
+    _check(trained, lambda a: call(a, explainer="lime"), ValueError, r"Unknown explainer='lime'")
 
 
 def test_differentiating_two_cells_bad_input(trained):

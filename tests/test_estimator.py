@@ -208,6 +208,36 @@ def test_refit_drops_the_last_fits_results(blobs):
         est.fit_predict(X)
 
 
+def test_clusters_on_the_maps_graph_with_its_options(blobs, monkeypatch):
+    """``n_neighbors`` is the clustering's too (no second kNN search); ``min_cluster_size`` reaches it."""
+    import den._clustering as clustering
+
+    def no_search(*args, **kwargs):
+        raise AssertionError("the clustering searched a second kNN graph")
+
+    seen = {}
+    discover = clustering.discover_clusters
+
+    def spy(*args, **kwargs):
+        seen["min_cluster_size"] = kwargs.get("min_cluster_size")
+        return discover(*args, **kwargs)
+
+    monkeypatch.setattr(clustering, "knn", no_search)
+    monkeypatch.setattr(clustering, "discover_clusters", spy)
+    est = den.DEN(n_neighbors=10, min_cluster_size=7, **FAST).fit(blobs[0])
+    assert est.n_clusters_ >= 2 and seen["min_cluster_size"] == 7
+
+
+@pytest.mark.parametrize("method", ["fit_transform", "fit_predict"])
+def test_fit_params_refused_not_dropped(blobs, method):
+    est = den.DEN(**FAST)
+    with pytest.raises(
+        TypeError, match=r"takes no fit parameters \(got \['progress_bar'\]\).*DEN\(progress_bar=True\)"
+    ):
+        getattr(est, method)(blobs[0], progress_bar=True)
+    assert not hasattr(est, "model_")
+
+
 def test_wrong_width_at_transform(fitted):
     with pytest.raises(ValueError, match="X has 3 features, but DEN is expecting 10"):
         fitted.transform(np.zeros((4, 3)))

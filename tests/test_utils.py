@@ -67,3 +67,10 @@ def test_hidden_progress_bar_does_not_import_tqdm_auto(monkeypatch):
     bar = progress(range(3), desc="hidden", enabled=False)
     assert list(bar) == [0, 1, 2]
     bar.set_postfix(loss="1.0")  # what the runner calls on a bar: works on a hidden one too
+
+
+def test_too_many_neighbours_warns_with_the_number_used():
+    from den._embedding import effective_neighbors
+
+    with pytest.warns(UserWarning, match=r"n_neighbors=50 is too large for 20 cells; using 4\.$"):
+        assert effective_neighbors(50, 20) == 4

@@ -23,12 +23,16 @@ if TYPE_CHECKING:
 CHUNK_ROWS = 8192
 
 
-def trained_matrix(adata: AnnData, layer: str | None):
-    """:func:`get_matrix` of the layer a model was trained on, naming the fix when ``adata`` lacks it."""
+def trained_matrix(adata: AnnData, layer: str | None, *, layer_option: bool = False):
+    """:func:`get_matrix` of the layer a model was trained on, naming the fix when ``adata`` lacks it.
+
+    ``layer_option``: the calling tool takes ``layer=`` for this AnnData (the message offers it).
+    """
     if layer is not None and hasattr(adata, "layers") and layer not in adata.layers:
         msg = (
-            f"The model was trained on adata.layers[{layer!r}], which the query lacks (layers: {list(adata.layers)}). "
-            f"Put the same kind of values there (e.g. `query.layers[{layer!r}] = query.X`) or pass `layer=`."
+            f"The model was trained on adata.layers[{layer!r}], which the query lacks (layers: "
+            f"{list(adata.layers)}). Put the same kind of values there (e.g. `query.layers[{layer!r}] = query.X`)"
+            + (" or pass `layer=`." if layer_option else ".")
         )
         raise KeyError(msg)
     return get_matrix(adata, layer)

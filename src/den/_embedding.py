@@ -74,13 +74,12 @@ def effective_neighbors(n_neighbors: int, n_cells: int) -> int:
     if n_cells < 3:
         msg = f"den needs at least 3 cells; got {n_cells}."
         raise ValueError(msg)
+    used = max(1, min(n_neighbors, max(3, n_cells // 5), n_cells - 2))
     if n_neighbors > n_cells - 2:
         warnings.warn(
-            f"n_neighbors={n_neighbors} is too large for {n_cells} cells; using {max(1, n_cells - 2)} at most.",
-            UserWarning,
-            stacklevel=3,
+            f"n_neighbors={n_neighbors} is too large for {n_cells} cells; using {used}.", UserWarning, stacklevel=3
         )
-    return max(1, min(n_neighbors, max(3, n_cells // 5), n_cells - 2))
+    return used
 
 
 def model_config(features: Features, config: EmbedConfig, *, layer: str | None, n_pcs: int | None) -> dict:

@@ -34,7 +34,8 @@ class DEN(ClusterMixin, TransformerMixin, BaseEstimator):
     n_components
         Dimension of the map.
     n_neighbors
-        Neighbours per sample in the kNN graph that defines near pairs.
+        Neighbours per sample in the kNN graph that defines near pairs; the clustering
+        works on the same graph.
     n_pcs
         Width of the frozen PCA layer at the input of the MLP encoder (features -> PCs),
         so training is fast and attributions still land on features. ``None`` feeds the
@@ -88,6 +89,9 @@ class DEN(ClusterMixin, TransformerMixin, BaseEstimator):
         Scale of map distances in the clustering affinity; larger joins nearby islands.
     max_clusters
         Largest k the clustering considers.
+    min_cluster_size
+        Smallest cluster kept; ``None``: ``n_neighbors`` (at most ``n_samples // 20`` but at
+        least 3 for small data, at least ``n_samples // 1000`` for large).
     device
         ``"auto"`` (one CUDA GPU if available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``.
     devices
@@ -158,6 +162,7 @@ class DEN(ClusterMixin, TransformerMixin, BaseEstimator):
         resolution: float = 1.0,
         gamma: float = 1.5,
         max_clusters: int = 40,
+        min_cluster_size: int | None = None,
         device: str = "auto",
         devices: int = 1,
         random_state: int | None = 0,
@@ -184,6 +189,7 @@ class DEN(ClusterMixin, TransformerMixin, BaseEstimator):
         self.resolution = resolution
         self.gamma = gamma
         self.max_clusters = max_clusters
+        self.min_cluster_size = min_cluster_size
         self.device = device
         self.devices = devices
         self.random_state = random_state
@@ -200,6 +206,8 @@ class DEN(ClusterMixin, TransformerMixin, BaseEstimator):
         """The validated training configurations of the current parameters."""
         embed = EmbedConfig.from_kwargs(**{k: getattr(self, k) for k in EmbedConfig.names()})
         cluster = ClusterConfig(
+            n_neighbors=self.n_neighbors,
+            min_cluster_size=self.min_cluster_size,
             n_clusters=self.n_clusters,
             resolution=self.resolution,
             gamma=self.gamma,
@@ -264,6 +272,7 @@ class DEN(ClusterMixin, TransformerMixin, BaseEstimator):
         X, y
             As in :meth:`fit`.
         """
+        _no_fit_params(fit_params)
         if self.cluster is False:
             msg = "fit_predict returns the clusters found in fit: set cluster=True (the default)."
             raise ValueError(msg)
@@ -271,6 +280,7 @@ class DEN(ClusterMixin, TransformerMixin, BaseEstimator):
 
     def fit_transform(self, X, y=None, **fit_params):
         """Fit and return the map of ``X`` (the same as ``fit(X).transform(X)``)."""
+        _no_fit_params(fit_params)
         return self.fit(X, y).embedding_
 
     def _set_feature_names(self, X) -> None:
@@ -520,3 +530,13 @@ def check_classes(known: pd.Series, classes: list, n: int, name: str) -> None:
             f"sample has ({len(classes)} labels). Pass categorical labels (e.g. cell types; NaN or -1 where unknown)."
         )
         raise ValueError(msg)
+
+
+def _no_fit_params(fit_params: dict) -> None:
+    """Refuse keyword arguments to ``fit_*`` (scikit-learn's signature has them; ``fit`` takes none)."""
+    if fit_params:
+        msg = (
+            f"DEN.fit takes no fit parameters (got {sorted(fit_params)}); set options on the estimator instead, "
+            "e.g. DEN(progress_bar=True) or est.set_params(...)."
+        )
+        raise TypeError(msg)

@@ -34,6 +34,13 @@ class Attribution:
     notes: list[str] = field(default_factory=list)
 
 
+def check_explainer(method) -> None:
+    """Refuse an unknown explainer (the tools call this before any work)."""
+    if method not in ("auto", "deep", "gradient"):
+        msg = f"Unknown explainer={method!r}; use 'auto', 'deep' or 'gradient'."
+        raise ValueError(msg)
+
+
 def explain(
     net: nn.Module,
     readout: np.ndarray,
@@ -64,9 +71,7 @@ def explain(
         GradientExplainer if additivity fails; ``"deep"``: shap's DeepExplainer;
         ``"gradient"``: shap's GradientExplainer (expected gradients).
     """
-    if method not in ("auto", "deep", "gradient"):
-        msg = f"Unknown explainer {method!r}; use 'auto', 'deep' or 'gradient'."
-        raise ValueError(msg)
+    check_explainer(method)
     model = nn.Sequential(net, select_output(readout)).eval()
     bg = np.ascontiguousarray(background, dtype=np.float32)
     x_all = np.ascontiguousarray(cells, dtype=np.float32)

@@ -72,7 +72,10 @@ def load_arrays(module: nn.Module, weights: dict[str, np.ndarray], where: str = 
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as e:
-        msg = f"The weights of {where} do not fit its config (damaged or edited?): {str(e).splitlines()[0]}"
+        msg = (
+            f"The weights of {where} do not fit its config (damaged or edited?): {str(e).splitlines()[0]}. Save the "
+            "model again from the AnnData or estimator that trained it."
+        )
         raise ValueError(msg) from None
 
 
@@ -327,7 +330,7 @@ class DENModel:
         """A clustering network whose encoder starts as a copy of the trained one.
 
         ``head_input="hidden"`` (the default): the copy drops its output layer and a linear
-        head reads its last hidden layer. ``"embedding"``: a :class:`~den.nn.ClusterHead`
+        head reads its last hidden layer. ``"embedding"``: a ``den.nn.ClusterHead``
         MLP reads the map (the paper's clustering network; kept to load clusterings saved that way).
         """
         encoder = copy.deepcopy(self.encoder)
@@ -348,7 +351,7 @@ class DENModel:
         self.cluster_net = net.eval()
 
     def attach_labels(self, label_config: dict[str, Any], head: nn.Module | dict[str, np.ndarray]) -> None:
-        """Attach a label head (a module, or weights for a :class:`~den.nn.ClusterHead`)."""
+        """Attach a label head (a module, or weights for a ``den.nn.ClusterHead``)."""
         if not isinstance(head, nn.Module):
             module = ClusterHead(int(self.config["n_components"]), len(label_config["categories"]))
             load_arrays(module, head, "the label head")
@@ -476,7 +479,10 @@ def _read_folder(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
         msg = f"{str(config)!r} is damaged (not valid JSON: {e}); save the model again."
         raise ValueError(msg) from None
     if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict) or "n_genes" not in meta["config"]:
-        msg = f"{str(config)!r} is not a den model config (no 'config' with 'n_genes')."
+        msg = (
+            f"{str(config)!r} is not a den model config (no 'config' with 'n_genes'); pass a folder written by "
+            "den.DENModel.save or den.DEN.save."
+        )
         raise ValueError(msg)
     try:
         with np.load(weights, allow_pickle=False) as f:
@@ -494,6 +500,6 @@ def _check_not_stale(cluster_fit: dict[str, Any], embedding: dict[str, Any], key
         msg = (
             f"adata.uns[{cluster_key!r}] was made on an earlier den.tl.embed than the one now in adata.uns[{key!r}] "
             f"(the embedding was trained again since, or on a subset that carried these clusters). Run `den.tl.cluster(adata)` "
-            "again, or pass cluster_key=None."
+            "again (den.tl.transform also takes cluster_key=None: the map alone)."
         )
         raise ValueError(msg)

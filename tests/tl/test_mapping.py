@@ -363,7 +363,7 @@ def test_query_plot(split):
     assert type(axes[0].figure.get_layout_engine()).__name__ == "ConstrainedLayoutEngine"  # legends kept on save
     with pytest.raises(KeyError, match="neither a column"):
         den.pl.query(query, ref, color="nope", show=False)
-    with pytest.raises(KeyError, match="no 'X_den'"):
+    with pytest.raises(KeyError, match="no 'den' or 'X_den'"):
         den.pl.query(query, ad.AnnData(np.zeros((3, 2), np.float32)), show=False)
     short = den.pl.query(query, ref, basis="den", show=False)  # as den.pl.embedding and scanpy spell it
     plain = den.pl.query(query, ref, show=False)
@@ -491,6 +491,17 @@ def test_fit_cells_with_batches_samples_every_batch(split, centring):
     np.testing.assert_allclose(ref.obsm["X_den"], query.obsm["X_den"], atol=1e-5)
     # the same clusters; their names follow sizes over every cell, the hand-made ones over the sample (a tie here)
     assert adjusted_rand_score(ref.obs["den_clusters"], query.obs["den_clusters"]) == 1
+
+
+def test_a_centred_embedding_whose_batch_column_is_gone_says_so(_centred, split):
+    """The user passed no batch_key: the message names the embedding's, and where it is missing."""
+    ref = _centred.copy()
+    del ref.obs["batch"]
+    with pytest.raises(KeyError, match=r"adata.uns\['den'\] centres each batch of batch_key='batch'.*adata.obs"):
+        den.tl.cluster(ref, progress_bar=False)
+    with pytest.raises(KeyError, match=r"reference.uns\['den'\] centres each batch.*no longer a column of reference"):
+        den.tl.mapping_score(split[1], ref, batch_key="batch")
+    assert "den_clusters" not in ref.obs and "den_mapping_score" not in split[1].obs
 
 
 def test_fit_cells_clusters_need_the_embeddings_batch_column(split):

@@ -123,6 +123,26 @@ def test_save_load_model(trained, tmp_path):
     assert "features" in repr(loaded)
 
 
+@pytest.mark.parametrize("kind", ["model", "folder", "anndata"])
+def test_cluster_key_none_maps_only_whatever_the_reference(trained, tmp_path, kind):
+    """``cluster_key=None`` is the map alone for every kind of reference (a model wrote ``obs[None]``)."""
+    model = den.DENModel.from_adata(trained)
+    model.save(tmp_path / "m")
+    reference = {"model": model, "folder": tmp_path / "m", "anndata": trained}[kind]
+    query = trained[:, :].copy()
+    query.obs = query.obs[[]]
+    query.obsm.clear()
+    den.tl.transform(query, reference, cluster_key=None)
+    np.testing.assert_array_equal(query.obsm["X_den"], trained.obsm["X_den"])
+    assert list(query.obs.columns) == [] and list(query.obsm) == ["X_den"]
+
+
+def test_cluster_key_checked_before_work(trained):
+    query = trained.copy()
+    with pytest.raises(ValueError, match=r"Invalid cluster_key='a/b'"):
+        den.tl.transform(query, den.DENModel.from_adata(trained), cluster_key="a/b")
+
+
 def test_load_missing_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a den model folder"):
         den.DENModel.load(tmp_path)

@@ -12,6 +12,7 @@ from den._data import label_order
 from den.pl._utils import doc_plot_params, finish
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
 
@@ -25,7 +26,7 @@ def image_attributions(
     max_groups: int = 12,
     show: bool | None = None,
     return_fig: bool = False,
-) -> Figure | None:
+) -> Figure | Axes | None:
     """Per group, the mean image and the mean SHAP value of every pixel (red: pushes into the group).
 
     Draws what :meth:`den.DEN.explain` computed; the plot itself runs nothing.
@@ -60,7 +61,10 @@ def image_attributions(
     n = len(images)
     flat, values = images.reshape(n, -1), np.asarray(shap_values).reshape(n, -1)
     if values.shape != flat.shape:
-        msg = f"shap_values {values.shape} do not match the images {flat.shape}."
+        msg = (
+            f"shap_values {values.shape} do not match the images {flat.shape}; pass the SHAP values computed for "
+            "these images (one per pixel, e.g. from den.DEN.explain)."
+        )
         raise ValueError(msg)
     if int(np.prod(shape)) != flat.shape[1]:
         msg = f"Images of {flat.shape[1]} pixels do not have the shape {shape}; pass the image_shape they were fitted with."

@@ -20,7 +20,7 @@ def query(
     reference: AnnData,
     *,
     color: str | Sequence[str] | None = None,
-    basis: str = "X_den",
+    basis: str = "den",
     size: float | None = None,
     show: bool | None = None,
     return_fig: bool = False,
@@ -40,7 +40,7 @@ def query(
     color
         What to colour the query by; ``None``: one uniform colour.
     basis
-        The map in both: ``"X_den"`` or, as for :func:`den.pl.embedding`, ``"den"``.
+        The map in both, as for :func:`den.pl.embedding`: ``"den"`` (``obsm["X_den"]``) or an ``obsm`` key.
     size
         Point size of the query (the reference's is a third of it); default from the cell count.
     show, return_fig

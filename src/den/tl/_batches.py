@@ -16,12 +16,18 @@ if TYPE_CHECKING:
 MIN_BATCH_CELLS = 50
 
 
-def training_batches(adata: AnnData, model: DENModel, key: str) -> np.ndarray | None:
+def training_batches(adata: AnnData, model: DENModel, key: str, *, where: str = "adata") -> np.ndarray | None:
     """The batches of the cells a batch-centring model was trained on (``None`` for other models)."""
     if not model.batch_centering:
         return None
     batch_key = adata.uns[key].get("params", {}).get("batch_key")
-    return query_batches(adata, batch_key, model, where="adata")
+    if batch_key is not None and batch_key not in adata.obs:
+        msg = (
+            f"The embedding {where}.uns[{key!r}] centres each batch of batch_key={batch_key!r}, which is no longer a "
+            f"column of {where}.obs: den needs each cell's batch to read it as the map was trained. Restore the column."
+        )
+        raise KeyError(msg)
+    return query_batches(adata, batch_key, model, where=where)
 
 
 def sample_strata(adata: AnnData, key: str) -> np.ndarray | None:

@@ -11,7 +11,7 @@ import pandas as pd
 from scanpy import logging as logg
 
 from den._data import check_unique_cells
-from den._explain import explain
+from den._explain import check_explainer, explain
 from den._utils import check_copy, check_key_added, check_random_state, make_actual
 
 from ._groups import check_sizes, group_network, rows, stratified_background
@@ -93,6 +93,7 @@ def cell_features(
     if no_group.any():
         msg = f"Cells {list(no_group.index[no_group])[:5]} have no group in adata.obs[{cluster_key!r}]; explain cells that have one."
         raise ValueError(msg)
+    check_explainer(explainer)
     seed = check_random_state(random_state)
     gn = group_network(adata, cluster_key, key=key, random_state=seed)
     idx = adata.obs_names.get_indexer(cells)

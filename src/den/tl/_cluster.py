@@ -122,11 +122,11 @@ def cluster(
 
     `adata.obs['den_clusters' | key_added]` : :class:`pandas.Categorical`
         Cluster labels ``"0"``, ``"1"``, ... (``"0"`` the largest cluster after merging).
-    `adata.obsm['den_clusters_proba']` : :class:`numpy.ndarray`
+    `adata.obsm['den_clusters_proba' | key_added + '_proba']` : :class:`numpy.ndarray`
         Class probabilities (cells x clusters), temperature-scaled on held-out cells.
-    `adata.obs['den_clusters_confidence']` : :class:`numpy.ndarray`
+    `adata.obs['den_clusters_confidence' | key_added + '_confidence']` : :class:`pandas.Series` (float32)
         Largest class probability.
-    `adata.uns['den_clusters']` : :class:`dict`
+    `adata.uns['den_clusters' | key_added]` : :class:`dict`
         ``params``, ``fit`` (``random_state``, and ``embedding``: a hash of the embedding's weights;
         tools refuse the clustering once ``den.tl.embed`` has trained again), ``eigenvalues``,
         ``n_eigengap`` (the k of the eigengap rule, or the

@@ -9,7 +9,7 @@ import pandas as pd
 from scanpy import logging as logg
 
 from den._data import check_unique_cells
-from den._explain import explain
+from den._explain import check_explainer, explain
 from den._utils import check_copy, check_key_added, check_random_state, make_actual
 from den.tl._groups import check_sizes, group_network, log2_fold_change, log_means, rows, sample_cells
 
@@ -85,6 +85,7 @@ def differentiating_features(
     if not isinstance(adata.uns.get(key_added, {}), dict):  # comparisons are added to a dict there
         msg = f"adata.uns[{key_added!r}] holds a {type(adata.uns[key_added]).__name__}, not comparisons; pass another key_added."
         raise ValueError(msg)
+    check_explainer(explainer)
     check_sizes(max_cells=max_cells, n_background=n_background)
     seed = check_random_state(random_state)
     rng = np.random.default_rng(seed)

@@ -73,7 +73,10 @@ def group_network(
         raise ValueError(msg)
     if not isinstance(col.dtype, pd.CategoricalDtype):
         if col.dtype.kind == "f":
-            msg = f"adata.obs[{groupby!r}] is numeric; marker features need a categorical grouping."
+            msg = (
+                f"adata.obs[{groupby!r}] is numeric; explaining groups needs a categorical grouping. Pass a column of "
+                "groups (e.g. clusters, or bins of this value made with pandas.cut)."
+            )
             raise ValueError(msg)
         if col.dtype.kind in "iu" and col.nunique() > MAX_INTEGER_GROUPS:
             msg = (
@@ -85,7 +88,10 @@ def group_network(
         col = col.astype(str).astype("category")
     labels = pd.Categorical(col).remove_unused_categories()  # subsetting leaves empty categories behind
     if len(labels.categories) < 2:
-        msg = f"adata.obs[{groupby!r}] has {len(labels.categories)} group(s) with cells; marker features need at least two."
+        msg = (
+            f"adata.obs[{groupby!r}] has {len(labels.categories)} group(s) with cells; explaining groups needs at "
+            "least two. Pass a groupby with two or more groups (den.tl.cluster with a higher resolution finds more)."
+        )
         raise ValueError(msg)
     if labels.value_counts().min() < MIN_GROUP_CELLS:
         tiny = labels.value_counts()[labels.value_counts() < MIN_GROUP_CELLS].to_dict()

@@ -215,7 +215,12 @@ def _inputs(model: DENModel, reference: AnnData, query: AnnData, key: str, batch
     check_query_scale(
         model.config.get("input_stats"), X_query if cols is None else _columns(X_query, cols), "The query"
     )
-    return _Inputs(X_ref, X_query, training_batches(reference, model, key), query_batches(query, batch_key, model))
+    return _Inputs(
+        X_ref,
+        X_query,
+        training_batches(reference, model, key, where="reference"),
+        query_batches(query, batch_key, model),
+    )
 
 
 def _fronts(model: DENModel, reference: AnnData, query: AnnData, inputs: _Inputs) -> tuple[np.ndarray, np.ndarray]:

@@ -9,7 +9,7 @@ import pandas as pd
 from scanpy import logging as logg
 
 from den._data import check_unique_cells
-from den._explain import explain
+from den._explain import check_explainer, explain
 from den._utils import check_copy, check_flags, check_key_added, check_random_state, make_actual, progress
 
 from ._groups import check_sizes, group_network, log2_fold_change, log_means, rows, sample_cells, stratified_background
@@ -115,6 +115,7 @@ def marker_features(
     if direction not in ("up", "any"):
         msg = f"Invalid direction={direction!r}: it must be 'up' or 'any'."
         raise ValueError(msg)
+    check_explainer(explainer)
     gn = group_network(adata, groupby, key=key, random_state=seed)
     opts = {"max_cells": max_cells_per_group, "explainer": explainer, "progress_bar": progress_bar}
     rng = np.random.default_rng(seed)
@@ -125,7 +126,10 @@ def marker_features(
 
     groups = [g for g in gn.categories if g in codes_by_name and (gn.labels.codes == codes_by_name[g]).any()]
     if not groups:
-        msg = f"No cell of adata.obs[{groupby!r}] belongs to a group the network knows."
+        msg = (
+            f"No cell of adata.obs[{groupby!r}] belongs to a group the network knows. Run `den.tl.cluster(adata)` "
+            "again, or pass a groupby column holding these cells' groups."
+        )
         raise ValueError(msg)
     per_group = _explain_groups(gn, adata, groups, codes_by_name, background, rng, seed, **opts)
     values, cells, cell_groups, base, table, higher = per_group

@@ -86,21 +86,29 @@ def transform(
     """
     start = logg.info("placing cells on the DEN map")
     check_copy(adata, copy)
-    if key_added is not None:
-        check_key_name(key_added)
+    for name, param in ((key_added, "key_added"), (cluster_key, "cluster_key")):
+        if name is not None:
+            check_key_name(name, param)
     model = _resolve_reference(reference, key=key, cluster_key=cluster_key)
-    X = get_matrix(adata, layer) if layer is not None else trained_matrix(adata, model.config.get("layer"))
+    X = (
+        get_matrix(adata, layer)
+        if layer is not None
+        else trained_matrix(adata, model.config.get("layer"), layer_option=True)
+    )
     cols = model.gene_index(adata.var_names)  # raises before anything is written
     check_query_scale(model.config.get("input_stats"), X if cols is None else _columns(X, cols), "The query")
     batches = query_batches(adata, batch_key, model)
     coords = model.embed(X, adata.var_names, device=device, check=False, batches=batches)
     proba = (
         model.predict_proba(X, adata.var_names, device=device, check=False, batches=batches)
-        if model.has_clusters
+        if model.has_clusters and cluster_key is not None  # None: the map alone, whatever the reference
         else None
     )
     if not np.isfinite(coords).all() or (proba is not None and not np.isfinite(proba).all()):
-        msg = "The model returned non-finite coordinates for this query; check the query's values and the model."
+        msg = (
+            "The model returned non-finite coordinates for this query. Check that the query holds no inf values "
+            "and is normalised as the reference was."
+        )
         raise FloatingPointError(msg)
     clusters = None if proba is None else cluster_columns(proba, model.cluster_config["categories"])
     names = None if proba is None else _annotation(reference, model, key, cluster_key, device)
@@ -132,7 +140,7 @@ def _annotation(reference, model: DENModel, key: str, cluster_key: str, device: 
     own = written_labels(reference, cluster_key, network)
     if own is None:  # the probabilities are gone: ask the network
         X = trained_matrix(reference, model.config.get("layer"))
-        batches = training_batches(reference, model, key)
+        batches = training_batches(reference, model, key, where="reference")
         proba = model.predict_proba(X, reference.var_names, device=device, check=False, batches=batches)
         own = np.asarray(network)[proba.argmax(1)]
     known = current.notna().to_numpy()  # cells without a label say nothing about the names
