@@ -20,14 +20,19 @@ map (share of each cell's 15 map neighbours from other batches over that share u
 mixing, on the same 20,000 cells) joins the metrics, and the whole fit runs with ``batch_key``.
 ``--sample-only`` skips the whole fit.
 
+With ``--stores h5ad zarr`` the same cells are also copied (chunk by chunk) into a zarr store, which
+a fresh process reads lazily (``anndata.experimental.read_elem_lazy``: X a dask array) and runs
+the same pipeline on; each row of the table is one store.
+
     python benchmarks/scale.py [--sizes 100000 300000 1000000] [--genes 2000] [--fit-sample 100000]
-                               [--batches 8] [--sample-only]
+                               [--batches 8] [--sample-only] [--stores h5ad zarr]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -100,6 +105,47 @@ def write_cells(path: Path, n_cells: int, n_genes: int, seed: int = 0, workers: 
     _CELLS.clear()
 
 
+def copy_to_zarr(h5ad: Path, store: Path) -> None:
+    """Copy a CSR ``.h5ad`` written by :func:`write_cells` into a zarr store, X a few million values at a time."""
+    import warnings
+
+    import anndata as ad
+    import h5py
+    import zarr
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # anndata's notice that zarr v3 becomes its default
+        meta = ad.read_h5ad(h5ad, backed="r")
+        ad.AnnData(obs=meta.obs, var=meta.var).write_zarr(store)
+        meta.file.close()
+    step = 1 << 22
+    with h5py.File(h5ad, "r") as f:
+        root = zarr.open_group(store, mode="a")
+        x = root.require_group("X")
+        attrs = {k: str(v) for k, v in f["X"].attrs.items() if k != "shape"}
+        x.attrs.update(attrs | {"shape": [int(v) for v in f["X"].attrs["shape"]]})
+        for name in ("data", "indices", "indptr"):
+            source = f["X"][name]
+            target = x.create_array(name, shape=source.shape, dtype=source.dtype, chunks=(1 << 20,), overwrite=True)
+            for start in range(0, source.shape[0], step):
+                target[start : start + step] = source[start : start + step]
+    zarr.consolidate_metadata(store)  # anndata reads the store's consolidated metadata, now with X
+
+
+def open_cells(path: str):
+    """The cells without loading X: ``backed="r"`` for an ``.h5ad``, X a dask array for a zarr store."""
+    import anndata as ad
+
+    if not path.endswith(".zarr"):
+        return ad.read_h5ad(path, backed="r")
+    import zarr
+    from anndata.io import read_elem
+
+    group = zarr.open_group(path, mode="r")
+    X = ad.experimental.read_elem_lazy(group["X"])
+    return ad.AnnData(X=X, obs=read_elem(group["obs"]), var=read_elem(group["var"]))
+
+
 def _block(start: int):
     """The cells of the block starting at row ``start`` (CSR), from the block's own generator."""
     from den.datasets._counts import sample_counts
@@ -130,10 +176,8 @@ def child(path: str, batch_key: str | None = None) -> None:
     """Run the pipeline on the backed file; print one JSON line."""
     import warnings
 
-    import anndata as ad
-
     warnings.filterwarnings("ignore")
-    adata = ad.read_h5ad(path, backed="r")
+    adata = open_cells(path)
     out = {"n_cells": adata.n_obs, "rss_opened_gib": rss_gib("VmRSS")}
     t = time.perf_counter()
     den.tl.embed(adata, batch_key=batch_key, progress_bar=False)
@@ -144,7 +188,7 @@ def child(path: str, batch_key: str | None = None) -> None:
     t = time.perf_counter()
     den.tl.marker_features(adata, progress_bar=False)
     out["markers_s"] = time.perf_counter() - t
-    query = ad.read_h5ad(path, backed="r")  # every cell again, read from the file
+    query = open_cells(path)  # every cell again, read from the file
     t = time.perf_counter()
     den.tl.transform(query, adata, batch_key=batch_key)
     out["transform_cells_per_s"] = query.n_obs / (time.perf_counter() - t)
@@ -158,10 +202,8 @@ def child_sample(path: str, n_fit: int, prefix: str = "sample_", batch_key: str 
     """``embed`` and ``cluster`` with ``fit_cells=n_fit`` on the backed file; print one JSON line."""
     import warnings
 
-    import anndata as ad
-
     warnings.filterwarnings("ignore")
-    adata = ad.read_h5ad(path, backed="r")
+    adata = open_cells(path)
     out = {}
     t = time.perf_counter()
     den.tl.embed(adata, fit_cells=n_fit, batch_key=batch_key, progress_bar=False)  # trains on the sample, places all
@@ -201,6 +243,19 @@ def _run_child(*args) -> dict:
     return json.loads(run.stdout.strip().splitlines()[-1])
 
 
+def _run_store(path: Path, n: int, args) -> dict:
+    """The whole fit and / or the sample route on one file, each in a fresh process."""
+    whole = ["--child", str(path)] + (["batch"] if args.batches else [])  # batches: the whole fit with batch_key
+    row = {} if args.sample_only else _run_child(*whole)
+    if args.fit_sample and args.fit_sample < n:
+        row |= {"fit_sample": args.fit_sample} | _run_child("--child-sample", str(path), str(args.fit_sample))
+        if not args.sample_only:
+            row["sample_speedup"] = (row["embed_s"] + row["cluster_s"]) / row["sample_total_s"]
+        if args.batches:  # the same sample route with batch_key: stratified, batch-balanced, centred
+            row |= _run_child("--child-sample", str(path), str(args.fit_sample), "batched_", "batch")
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 300_000, 1_000_000])
@@ -208,6 +263,7 @@ def main() -> None:
     parser.add_argument("--fit-sample", type=int, help="also fit on this many cells and transform the rest")
     parser.add_argument("--batches", type=int, default=0, help="cells from this many batches (batch effects)")
     parser.add_argument("--sample-only", action="store_true", help="skip the whole fit (needs --fit-sample)")
+    parser.add_argument("--stores", nargs="+", choices=["h5ad", "zarr"], default=["h5ad"], help="file formats")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     parser.add_argument("--child-sample", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -223,28 +279,29 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for n in args.sizes:
-            path = Path(tmp) / f"cells_{n}.h5ad"
+            h5ad = Path(tmp) / f"cells_{n}.h5ad"
             t = time.perf_counter()
-            write_cells(path, n, args.genes, batches=args.batches)
+            write_cells(h5ad, n, args.genes, batches=args.batches)
             write_s = time.perf_counter() - t
-            whole = ["--child", str(path)] + (
-                ["batch"] if args.batches else []
-            )  # batches: the whole fit with batch_key
-            row = {"n_cells": n} if args.sample_only else _run_child(*whole)
-            if args.fit_sample and args.fit_sample < n:
-                row |= {"fit_sample": args.fit_sample} | _run_child("--child-sample", str(path), str(args.fit_sample))
-                if not args.sample_only:
-                    row["sample_speedup"] = (row["embed_s"] + row["cluster_s"]) / row["sample_total_s"]
-                if args.batches:  # the same sample route with batch_key: stratified, batch-balanced, centred
-                    row |= _run_child("--child-sample", str(path), str(args.fit_sample), "batched_", "batch")
-            row["file_gib"] = path.stat().st_size / 2**30
-            row["write_s"] = write_s
-            rows.append(row)
-            path.unlink()
-    for a, b in zip(rows, rows[1:] if not args.sample_only else [], strict=False):
-        t_a, t_b = a["embed_s"] + a["cluster_s"], b["embed_s"] + b["cluster_s"]
-        b["time_exponent"] = float(np.log(t_b / t_a) / np.log(b["n_cells"] / a["n_cells"]))
-    report("scale: backed .h5ad, embed -> cluster -> markers -> transform", rows)
+            for store in args.stores:
+                path = h5ad
+                row = {"store": store, "n_cells": n, "write_s": write_s, "file_gib": h5ad.stat().st_size / 2**30}
+                if store == "zarr":
+                    path = Path(tmp) / f"cells_{n}.zarr"
+                    t = time.perf_counter()
+                    copy_to_zarr(h5ad, path)
+                    row["write_s"] = time.perf_counter() - t
+                    row["file_gib"] = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**30
+                rows.append(row | _run_store(path, n, args))
+                if store == "zarr":
+                    shutil.rmtree(path)
+            h5ad.unlink()
+    for store in args.stores if not args.sample_only else []:  # growth between sizes, per store
+        ordered = [r for r in rows if r["store"] == store]
+        for a, b in zip(ordered, ordered[1:], strict=False):
+            t_a, t_b = a["embed_s"] + a["cluster_s"], b["embed_s"] + b["cluster_s"]
+            b["time_exponent"] = float(np.log(t_b / t_a) / np.log(b["n_cells"] / a["n_cells"]))
+    report("scale: cells on disk (backed .h5ad or lazy zarr), embed -> cluster -> markers -> transform", rows)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,12 @@
-"""On-disk input: an AnnData opened with ``backed="r"`` gives the same results as in memory."""
+"""Input not in memory gives the same results as in memory.
+
+Two kinds: an AnnData opened with ``backed="r"``, and one whose X is a dask array read lazily from a
+zarr store (``anndata.experimental.read_elem_lazy``).
+"""
 
 from __future__ import annotations
+
+import warnings
 
 import anndata as ad
 import numpy as np
@@ -13,23 +19,55 @@ from den._ondisk import OnDiskRows
 FAST = {"n_epochs": 5, "progress_bar": False}
 
 
-@pytest.fixture(params=["csr", "dense"])
-def pair(request, tmp_path):
-    """The same cells in memory and on disk (CSR or dense X)."""
+def _cells(layout: str) -> ad.AnnData:
     adata = den.datasets.synthetic(400, 80, 3, n_markers=8, marker_fold=8, random_state=1)
-    if request.param == "dense":
+    if layout == "dense":
         adata.X = adata.X.toarray()
     del adata.layers["counts"]
+    return adata
+
+
+def _backed(layout: str, tmp_path):
+    adata = _cells(layout)
     path = tmp_path / "cells.h5ad"
     adata.write_h5ad(path)
-    backed = ad.read_h5ad(path, backed="r")
-    yield adata, backed
+    return adata, ad.read_h5ad(path, backed="r")
+
+
+def _lazy(layout: str, tmp_path):
+    pytest.importorskip("dask")
+    import zarr
+
+    adata = _cells(layout)
+    path = tmp_path / "cells.zarr"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # anndata's notice that zarr v3 becomes its default
+        adata.write_zarr(path)
+    X = ad.experimental.read_elem_lazy(zarr.open(path, mode="r")["X"])
+    return adata, ad.AnnData(X=X, obs=adata.obs.copy(), var=adata.var.copy())
+
+
+@pytest.fixture(params=["csr", "dense"])
+def backed_pair(request, tmp_path):
+    """The same cells in memory and on disk (CSR or dense X)."""
+    memory, backed = _backed(request.param, tmp_path)
+    yield memory, backed
     backed.file.close()
+
+
+@pytest.fixture(params=["backed-csr", "backed-dense", "dask-csr", "dask-dense"])
+def pair(request, tmp_path):
+    """The same cells in memory and not in memory: backed, or a dask X from zarr (CSR or dense)."""
+    kind, layout = request.param.split("-")
+    memory, other = (_backed if kind == "backed" else _lazy)(layout, tmp_path)
+    yield memory, other
+    if kind == "backed":
+        other.file.close()
 
 
 def test_embed_cluster_transform_match_memory(pair):
     memory, backed = pair
-    assert backed.isbacked
+    assert backed.isbacked or type(backed.X).__module__.startswith("dask")
     for a in (memory, backed):
         den.tl.embed(a, random_state=0, **FAST)
         den.tl.cluster(a, random_state=0, progress_bar=False, head_epochs=5, finetune_epochs=1)
@@ -83,9 +121,9 @@ def test_on_disk_rows_reads_any_order(pair):
     assert rows[np.zeros(400, bool)].shape == (0, 80)
 
 
-def test_on_disk_rows_read_a_dense_sample_in_windows(pair, monkeypatch):
+def test_on_disk_rows_read_a_dense_sample_in_windows(backed_pair, monkeypatch):
     """A sample of many rows is read window by window, never the whole span at once (3.7 GiB at 300,000 cells)."""
-    memory, backed = pair
+    memory, backed = backed_pair
     rows = OnDiskRows(backed.X)
     monkeypatch.setattr(rows, "window_rows", 64)
     read = []
@@ -99,17 +137,51 @@ def test_on_disk_rows_read_a_dense_sample_in_windows(pair, monkeypatch):
     assert len(read) >= 400 // 64
 
 
-def test_a_view_of_a_backed_anndata_is_refused_before_work(pair):
-    _, backed = pair
+@pytest.mark.parametrize("layout", ["csr", "dense"])
+def test_a_dask_x_is_never_computed_whole(tmp_path, monkeypatch, layout):
+    """Every read of a dask X goes through row blocks: turning the whole array into numpy fails here."""
+    _, lazy = _lazy(layout, tmp_path)
+    import dask.array as da
+
+    def whole(*args, **kwargs):
+        raise AssertionError("the whole dask array was converted to numpy")
+
+    monkeypatch.setattr(da.Array, "__array__", whole)
+    den.tl.embed(lazy, **FAST)
+    den.tl.cluster(lazy, progress_bar=False, head_epochs=5, finetune_epochs=1)
+    den.tl.marker_features(lazy, n_background=20, max_cells_per_group=20, progress_bar=False)
+    assert lazy.obsm["X_den"].shape == (400, 2) and "den_marker_features" in lazy.uns
+
+
+def test_a_dask_x_is_read_in_whole_chunks_holding_the_rows(monkeypatch):
+    """Rows of a dask X come from chunk-aligned slices (what it computes anyway), skipping chunks without rows."""
+    da = pytest.importorskip("dask.array")
+    X = np.arange(30_000, dtype=np.float32).reshape(10_000, 3)
+    rows = OnDiskRows(da.from_array(X, chunks=(700, 3)))
+    monkeypatch.setattr(rows, "window_rows", 2000)
+    read = []
+    original = rows._read
+    monkeypatch.setattr(rows, "_read", lambda r: read.append(r) or original(r))
+    for pick in (np.array([5, 9999, 5, 3000]), np.random.default_rng(0).choice(10_000, 4000)):
+        read.clear()
+        np.testing.assert_array_equal(rows[pick], X[pick])
+        assert all(isinstance(r, slice) and r.start % 700 == 0 and r.stop - r.start <= 2000 for r in read)
+    read.clear()
+    rows[np.array([5, 9999, 5, 3000])]
+    assert [(r.start, r.stop) for r in read] == [(0, 700), (2800, 3500), (9800, 10_000)]
+
+
+def test_a_view_of_a_backed_anndata_is_refused_before_work(backed_pair):
+    _, backed = backed_pair
     with pytest.raises(ValueError, match=r"view of an AnnData opened with backed='r'.*to_memory"):
         den.tl.embed(backed[:100], **FAST)
 
 
-def test_copy_of_a_backed_anndata_is_refused_before_work(pair, monkeypatch):
+def test_copy_of_a_backed_anndata_is_refused_before_work(backed_pair, monkeypatch):
     """anndata copies a backed AnnData only to a file: den says so before training (it trained first)."""
     import den.tl._embed as embed_module
 
-    memory, backed = pair
+    memory, backed = backed_pair
     den.tl.embed(backed, **FAST)
     den.tl.cluster(backed, progress_bar=False)
 

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from ._ondisk import OnDiskRows, on_disk
+from ._ondisk import OnDiskRows, is_lazy, on_disk
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -64,7 +64,9 @@ def get_matrix(adata: AnnData, layer: str | None):
             "the whole backed AnnData, or load the subset with `adata[...].to_memory()`."
         )
         raise ValueError(msg)
-    if getattr(adata, "isbacked", False) and not (sparse.issparse(X) or isinstance(X, np.ndarray)):
+    if is_lazy(X):  # dask (e.g. a zarr store read lazily): computed a block of rows at a time, never whole
+        X = OnDiskRows(X)
+    elif getattr(adata, "isbacked", False) and not (sparse.issparse(X) or isinstance(X, np.ndarray)):
         X = _backed(X, where)
     if not (sparse.issparse(X) or isinstance(X, np.ndarray | OnDiskRows)):
         try:

@@ -365,10 +365,28 @@ def test_query_plot(split):
         den.pl.query(query, ref, color="nope", show=False)
     with pytest.raises(KeyError, match="no 'den' or 'X_den'"):
         den.pl.query(query, ad.AnnData(np.zeros((3, 2), np.float32)), show=False)
-    short = den.pl.query(query, ref, basis="den", show=False)  # as den.pl.embedding and scanpy spell it
-    plain = den.pl.query(query, ref, show=False)
+    short = den.pl.query(query, ref, show=False)  # "den", as den.pl.embedding and scanpy spell it
+    plain = den.pl.query(query, ref, basis="X_den", show=False)
     np.testing.assert_array_equal(short.collections[1].get_offsets(), plain.collections[1].get_offsets())
     assert short.get_xlabel() == "den1"
+
+
+def test_query_plot_reads_genes_from_raw_as_scanpy(split):
+    ref, query = split
+    den.tl.transform(query, ref)
+    gene = query.var_names[0]
+    query.raw = query.copy()  # raw: the values before the scaling below
+    query.X = np.ones(query.shape, np.float32)  # X constant: a colour from it would be flat
+    raw_values = np.asarray(query.raw[:, gene].X.todense()).ravel()
+
+    def drawn(**kw):
+        ax = den.pl.query(query, ref, color=gene, show=False, **kw)
+        values = np.sort(np.asarray(ax.collections[1].get_array()))
+        matplotlib.pyplot.close("all")
+        return values
+
+    np.testing.assert_allclose(drawn(), np.sort(raw_values))  # use_raw=None: raw, as sc.pl.embedding
+    np.testing.assert_allclose(drawn(use_raw=False), 1.0)
 
 
 def test_query_plot_colours_as_scanpy_and_puts_unfamiliar_cells_on_top(split):

@@ -21,6 +21,7 @@ def query(
     *,
     color: str | Sequence[str] | None = None,
     basis: str = "den",
+    use_raw: bool | None = None,
     size: float | None = None,
     show: bool | None = None,
     return_fig: bool = False,
@@ -41,6 +42,9 @@ def query(
         What to colour the query by; ``None``: one uniform colour.
     basis
         The map in both, as for :func:`den.pl.embedding`: ``"den"`` (``obsm["X_den"]``) or an ``obsm`` key.
+    use_raw
+        Colour by a gene's values in ``adata.raw`` (``None``: when ``adata.raw`` has the gene,
+        as :func:`scanpy.pl.embedding`) rather than in ``adata.X``.
     size
         Point size of the query (the reference's is a third of it); default from the cell count.
     show, return_fig
@@ -52,7 +56,7 @@ def query(
     fix = "Run den.tl.embed on the reference and den.tl.transform on the query."
     query_key, ref_key = (map_key(a, basis, name, fix) for name, a in (("adata", adata), ("reference", reference)))
     colors = [None] if color is None else [color] if isinstance(color, str) else list(color)
-    values = [None if c is None else _values(adata, c) for c in colors]  # every key checked before drawing
+    values = [None if c is None else _values(adata, c, use_raw) for c in colors]  # every key checked before drawing
     size = size or float(np.clip(12000 / max(adata.n_obs, 1), 2, 40))
     fig, axes = plt.subplots(1, len(colors), figsize=(4.8 * len(colors), 4.2), squeeze=False, layout="constrained")
     ref_xy, xy = np.asarray(reference.obsm[ref_key]), np.asarray(adata.obsm[query_key])
@@ -69,12 +73,15 @@ def query(
     return finish(fig, axes[0][0] if len(colors) == 1 else axes[0], show=show, return_fig=return_fig)
 
 
-def _values(adata: AnnData, key: str) -> pd.Series:
+def _values(adata: AnnData, key: str, use_raw: bool | None) -> pd.Series:
+    """An ``obs`` column, or a gene's values: from ``adata.raw`` when it has the gene (``use_raw=None``), as scanpy."""
     if key in adata.obs:
         return adata.obs[key]
-    if key in adata.var_names:
-        col = adata[:, key].X
-        return pd.Series(np.asarray(col.todense() if hasattr(col, "todense") else col).ravel(), index=adata.obs_names)
+    raw = adata.raw is not None and use_raw is not False and key in adata.raw.var_names
+    if raw or key in adata.var_names:
+        col = (adata.raw if raw else adata)[:, key].X
+        values = np.asarray(col.todense() if hasattr(col, "todense") else col).ravel()
+        return pd.Series(values, index=adata.obs_names, name=key)
     raise color_error(adata, key)
 
 

@@ -15,6 +15,7 @@ from torch import nn
 
 from den._data import get_matrix, looks_like_counts, sample_values
 from den._model import DENModel, load_arrays, state_arrays
+from den._ondisk import OnDiskRows, is_lazy
 from den._utils import torch_seed
 from den.nn import ClusterHead
 from den.train import fit_classifier
@@ -195,7 +196,8 @@ def log_means(
     genes = gn.model.var_names
     candidates = []
     if adata.raw is not None and genes.isin(adata.raw.var_names).all():
-        candidates.append(("raw", adata.raw.X, adata.raw.var_names.get_indexer(genes)))
+        raw = adata.raw.X
+        candidates.append(("raw", OnDiskRows(raw) if is_lazy(raw) else raw, adata.raw.var_names.get_indexer(genes)))
     candidates.append(
         ("X" if gn.model.config.get("layer") is None else "layer", gn.X, gn.model.gene_index(adata.var_names))
     )
