@@ -35,6 +35,18 @@ def test_rank_genes_groups_layout(explained):
     assert len(df) == explained.n_vars and df["pvals"].isna().all()
 
 
+def test_cells_of_every_group_read_at_once(trained, monkeypatch):
+    """Two reads of the data (background, then every group's cells), not one per group: on disk, one pass each."""
+    import den.tl._marker_features as module
+
+    reads = []
+    original = module.rows
+    monkeypatch.setattr(module, "rows", lambda gn, adata, idx: reads.append(len(idx)) or original(gn, adata, idx))
+    den.tl.marker_features(trained, **FAST)
+    n_explained = sum(trained.uns["den_marker_features"]["explainers"]["n_cells"])
+    assert reads == [50, n_explained] and trained.obs["den_clusters"].nunique() == 3
+
+
 def test_direction_any_sorts_by_score(trained):
     den.tl.marker_features(trained, direction="any", **FAST)
     entry = trained.uns["den_marker_features"]

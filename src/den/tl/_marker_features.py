@@ -180,10 +180,13 @@ def marker_features(
 def _explain_groups(gn, adata, groups, codes_by_name, background, rng, seed, *, max_cells, explainer, progress_bar):
     """SHAP values of each group's logit for a capped sample of its cells."""
     values, cells, cell_groups, base, table, higher = [], [], [], {}, [], {}
-    for g in progress(groups, desc="SHAP per group", enabled=progress_bar):
-        idx = sample_cells(gn.labels.codes == codes_by_name[g], max_cells, rng)
+    picks = [sample_cells(gn.labels.codes == codes_by_name[g], max_cells, rng) for g in groups]
+    every = rows(gn, adata, np.concatenate(picks))  # one read for all groups (on disk: one pass, not one per group)
+    ends = np.cumsum([len(idx) for idx in picks])
+    for g, idx, cells_x in zip(
+        progress(groups, desc="SHAP per group", enabled=progress_bar), picks, np.split(every, ends[:-1]), strict=True
+    ):
         readout = np.eye(len(gn.categories), dtype=np.float32)[gn.categories.index(g)]
-        cells_x = rows(gn, adata, idx)
         att = explain(gn.net, readout, cells_x, background, method=explainer, random_state=seed)
         values.append(att.values)
         higher[g] = cells_x.mean(0) > background.mean(0)
