@@ -389,6 +389,17 @@ def test_query_plot_reads_genes_from_raw_as_scanpy(split):
     np.testing.assert_allclose(drawn(use_raw=False), 1.0)
 
 
+def test_query_plot_draws_into_a_given_axes(split):
+    ref, query = split
+    den.tl.transform(query, ref)
+    fig, (left, right) = matplotlib.pyplot.subplots(1, 2)
+    got = den.pl.query(query, ref, color="cell_type", ax=right, show=False)
+    assert got is right and len(right.collections) >= 2 and not left.collections and len(fig.axes) == 2
+    with pytest.raises(ValueError, match="ax= draws one panel; got 2 colors"):
+        den.pl.query(query, ref, color=["cell_type", "batch"], ax=left, show=False)
+    matplotlib.pyplot.close("all")
+
+
 def test_query_plot_colours_as_scanpy_and_puts_unfamiliar_cells_on_top(split):
     from matplotlib.colors import to_rgba
     from scanpy.plotting import palettes

@@ -23,6 +23,7 @@ def query(
     basis: str = "den",
     use_raw: bool | None = None,
     size: float | None = None,
+    ax=None,
     show: bool | None = None,
     return_fig: bool = False,
 ):
@@ -47,6 +48,9 @@ def query(
         as :func:`scanpy.pl.embedding`) rather than in ``adata.X``.
     size
         Point size of the query (the reference's is a third of it); default from the cell count.
+    ax
+        A :class:`~matplotlib.axes.Axes` to draw into (one ``color`` only), e.g. a panel of
+        your own figure.
     show, return_fig
         Show the plot (default: scanpy's ``autoshow``); return the
         :class:`~matplotlib.figure.Figure` instead of the axes.
@@ -57,8 +61,14 @@ def query(
     query_key, ref_key = (map_key(a, basis, name, fix) for name, a in (("adata", adata), ("reference", reference)))
     colors = [None] if color is None else [color] if isinstance(color, str) else list(color)
     values = [None if c is None else _values(adata, c, use_raw) for c in colors]  # every key checked before drawing
+    if ax is not None and len(colors) > 1:
+        msg = f"ax= draws one panel; got {len(colors)} colors. Pass one color per call, or leave ax out."
+        raise ValueError(msg)
     size = size or float(np.clip(12000 / max(adata.n_obs, 1), 2, 40))
-    fig, axes = plt.subplots(1, len(colors), figsize=(4.8 * len(colors), 4.2), squeeze=False, layout="constrained")
+    if ax is None:
+        fig, axes = plt.subplots(1, len(colors), figsize=(4.8 * len(colors), 4.2), squeeze=False, layout="constrained")
+    else:
+        fig, axes = ax.figure, np.array([[ax]])
     ref_xy, xy = np.asarray(reference.obsm[ref_key]), np.asarray(adata.obsm[query_key])
     for ax, c, v in zip(axes[0], colors, values, strict=True):
         ax.scatter(
