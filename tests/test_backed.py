@@ -107,6 +107,20 @@ def test_marker_features_and_mapping_on_disk(pair):
     np.testing.assert_allclose(query.obs["den_mapping_score"], again.obs["den_mapping_score"])
 
 
+def test_fold_changes_from_a_dask_raw(tmp_path):
+    """``adata.raw`` holding a dask X (raw values in a lazy store): fold changes read from it, as from memory."""
+    memory, lazy = _lazy("csr", tmp_path)
+    memory.raw, lazy.raw = memory, lazy  # .raw: the same log1p values, lazily in the second
+    memory.X, lazy.X = memory.X * 2, lazy.X * 2  # the model's input no longer on the log1p scale of .raw
+    for a in (memory, lazy):
+        den.tl.embed(a, random_state=0, **FAST)
+        den.tl.cluster(a, random_state=0, progress_bar=False, head_epochs=5, finetune_epochs=1)
+        den.tl.marker_features(a, max_cells_per_group=30, n_background=30, progress_bar=False)
+    m, b = memory.uns["den_marker_features"], lazy.uns["den_marker_features"]
+    assert b["params"]["logfoldchanges_from"] == m["params"]["logfoldchanges_from"] == "raw"
+    np.testing.assert_allclose(b["logfoldchanges"].view(np.float32), m["logfoldchanges"].view(np.float32), atol=1e-4)
+
+
 def test_on_disk_rows_reads_any_order(pair):
     memory, backed = pair
     rows = OnDiskRows(backed.X)
