@@ -70,16 +70,16 @@ def query(
     else:
         fig, axes = ax.figure, np.array([[ax]])
     ref_xy, xy = np.asarray(reference.obsm[ref_key]), np.asarray(adata.obsm[query_key])
-    for ax, c, v in zip(axes[0], colors, values, strict=True):
-        ax.scatter(
+    for panel, c, v in zip(axes[0], colors, values, strict=True):
+        panel.scatter(
             ref_xy[:, 0], ref_xy[:, 1], s=size / 3, c="#d9d9d9", linewidths=0, rasterized=True, label="reference"
         )
-        _draw(ax, xy, v, size, None if c is None else _reference_colours(reference, c))
-        ax.set_title("query" if c is None else f"query: {c}")
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.set_xlabel(f"{ref_key.removeprefix('X_')}1")
-        ax.set_ylabel(f"{ref_key.removeprefix('X_')}2")
+        _draw(panel, xy, v, size, None if c is None else _reference_colours(reference, c))
+        panel.set_title("query" if c is None else f"query: {c}")
+        panel.set_xticks([])
+        panel.set_yticks([])
+        panel.set_xlabel(f"{ref_key.removeprefix('X_')}1")
+        panel.set_ylabel(f"{ref_key.removeprefix('X_')}2")
     return finish(fig, axes[0][0] if len(colors) == 1 else axes[0], show=show, return_fig=return_fig)
 
 

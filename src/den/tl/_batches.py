@@ -20,28 +20,28 @@ def training_batches(adata: AnnData, model: DENModel, key: str, *, where: str = 
     """The batches of the cells a batch-centring model was trained on (``None`` for other models)."""
     if not model.batch_centering:
         return None
-    batch_key = adata.uns[key].get("params", {}).get("batch_key")
-    if batch_key is not None and batch_key not in adata.obs:
-        msg = (
-            f"The embedding {where}.uns[{key!r}] centres each batch of batch_key={batch_key!r}, which is no longer a "
-            f"column of {where}.obs: den needs each cell's batch to read it as the map was trained. Restore the column."
-        )
-        raise KeyError(msg)
+    why = "den needs each cell's batch to read it as the map was trained"
+    batch_key = _embedding_batch_key(adata, key, "centres each batch of", why, where=where)
     return query_batches(adata, batch_key, model, where=where)
 
 
 def sample_strata(adata: AnnData, key: str) -> np.ndarray | None:
     """The batches a ``fit_cells`` sample is stratified by: the embedding's ``batch_key`` column, if it had one."""
+    why = "fit_cells draws its sample per batch, as den.tl.embed did"
+    batch_key = _embedding_batch_key(adata, key, "was trained with", why, fix=", or pass fit_cells=None")
+    return None if batch_key is None else adata.obs[batch_key].astype(str).to_numpy()
+
+
+def _embedding_batch_key(adata: AnnData, key: str, did: str, why: str, *, where: str = "adata", fix: str = ""):
+    """The embedding's recorded ``batch_key`` (or ``None``), refused when its column has left ``obs``."""
     batch_key = adata.uns[key].get("params", {}).get("batch_key")
-    if batch_key is None:
-        return None
-    if batch_key not in adata.obs:
+    if batch_key is not None and batch_key not in adata.obs:
         msg = (
-            f"The embedding was trained with batch_key={batch_key!r}, which is no longer a column of adata.obs: "
-            "fit_cells draws its sample per batch, as den.tl.embed did. Restore the column, or pass fit_cells=None."
+            f"The embedding {where}.uns[{key!r}] {did} batch_key={batch_key!r}, which is no longer a column of "
+            f"{where}.obs: {why}. Restore the column{fix}."
         )
         raise KeyError(msg)
-    return adata.obs[batch_key].astype(str).to_numpy()
+    return batch_key
 
 
 def query_batches(
