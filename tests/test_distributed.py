@@ -156,3 +156,26 @@ def test_cpu_ranks_average_weights_every_few_steps(tmp_path):
         assert wrapped.averager.period == LOCAL_STEPS > 1 and wrapped.averager.warmup_steps == 5
     finally:
         torch.distributed.destroy_process_group()
+
+
+def test_data_parallel_wrappers_are_freed_before_the_group_ends(tmp_path, monkeypatch):
+    """A DDP wrapper left for the garbage collector can be freed at interpreter exit, after the group is gone:
+    gloo's threads then abort the process (SIGABRT, "terminate called without an active exception")."""
+    import gc
+
+    from torch.nn.parallel import DistributedDataParallel
+
+    from den.train import _distributed
+
+    torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path}/store", rank=0, world_size=1)
+    monkeypatch.setattr(_distributed, "rank_world", lambda: (0, 2))  # the runner trains as rank 0 of 2
+    gc.disable()  # only reference counting frees objects: no collection may hide a cycle
+    try:
+        X = den.datasets.synthetic(200, 20, 2, random_state=0).X
+        est = den.DEN(cluster=False, n_epochs=2, random_state=0).fit(X)
+        alive = [o for o in gc.get_objects() if isinstance(o, DistributedDataParallel)]
+    finally:
+        gc.enable()
+        torch.distributed.destroy_process_group()
+    assert not alive
+    assert not any(isinstance(m, DistributedDataParallel) for m in est.model_.encoder.modules())

@@ -176,8 +176,9 @@ def run_on_devices(runner, plan, *, devices: int, seed: int) -> list[float]:
         while not context.join(timeout=POLL_SECONDS):
             done = _advance(bar, status, done)
     except torch.multiprocessing.ProcessExitedException:
-        # seen once in CI, cause unknown: rank 0 aborted (SIGABRT) with rank 1 alive. After the
-        # final barrier such a death loses nothing: the weights are already written back
+        # seen in CI: rank 0 aborted (SIGABRT) at exit with rank 1 alive, most likely a DDP wrapper
+        # freed after the group ended (now freed before it: _runner.release_data_parallel). After
+        # the final barrier such a death loses nothing: the weights are already written back
         if not bool(finished[0]):
             raise
     _advance(bar, status, done)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import math
 import time
 from collections.abc import Iterator
@@ -107,7 +108,7 @@ class Runner:
 
     def run(self, plan) -> list[float]:
         """Train ``plan``; returns the mean loss of each epoch (over all ranks)."""
-        from ._distributed import average_weights, data_parallel, every_step, local_sgd, mean_over_ranks, rank_world
+        from ._distributed import average_weights, data_parallel, every_step, local_sgd, rank_world
 
         rank, world = rank_world() if plan.data_parallel else (0, 1)
         modules = plan.modules()
@@ -115,7 +116,6 @@ class Runner:
         capture = self._capture(plan, world)
         optimizer = adam(params, self.learning_rate, self.device, capturable=capture is cuda_capture)
         graphed = None if capture is None else GraphedSteps(plan, optimizer, capture=capture)
-        total = max(1, self.n_epochs * plan.steps_per_epoch(world))
         for m in modules:
             m.train()
         sync = every_step
@@ -124,8 +124,24 @@ class Runner:
             optimizer, sync = local_sgd(
                 plan.modules(), optimizer, device=self.device, warmup=plan.steps_per_epoch(world)
             )
+        try:
+            history = self._epochs(plan, optimizer, sync, graphed, rank=rank, world=world)
+            if world > 1:
+                average_weights(params)  # the ranks end with the same weights
+        finally:
+            if world > 1:
+                optimizer = sync = None  # they hold the wrappers too
+                release_data_parallel(plan)
+        for m in modules:
+            m.eval()
+        return history
+
+    def _epochs(self, plan, optimizer, sync, graphed, *, rank: int, world: int) -> list[float]:
+        """The epochs of :meth:`run`: the mean loss of each (over all ranks)."""
+        from ._distributed import mean_over_ranks
+
         history: list[float] = []
-        step = 0
+        step, total = 0, max(1, self.n_epochs * plan.steps_per_epoch(world))
         bar = progress(range(self.n_epochs), desc=self.desc, enabled=self.progress_bar and rank == 0)
         self.seconds = []
         with training_threads(self.device), deterministic_cudnn(self.device):
@@ -158,10 +174,6 @@ class Runner:
                     bar.set_postfix(loss=f"{history[-1]:.4f}", refresh=False)  # shown at tqdm's own pace
                 if self.on_epoch is not None:
                     self.on_epoch(epoch, history[-1], self.seconds[-1])
-        if world > 1:
-            average_weights(params)  # the ranks end with the same weights
-        for m in modules:
-            m.eval()
         return history
 
     def _capture(self, plan, world: int):
@@ -180,3 +192,15 @@ class Runner:
                 "values (log-normalise counts) or lower `learning_rate`."
             )
             raise FloatingPointError(msg)
+
+
+def release_data_parallel(plan) -> None:
+    """Unwrap ``plan``'s data-parallel modules and free the wrappers while the process group lives.
+
+    A :class:`~torch.nn.parallel.DistributedDataParallel` wrapper sits in a reference cycle; left
+    to the garbage collector it may be freed at interpreter exit, after the group is destroyed,
+    and gloo's threads then abort the process (SIGABRT, "terminate called without an active
+    exception", seen in CI on a torchrun script that had finished its work).
+    """
+    plan.wrap(lambda m: m.module)
+    gc.collect()
