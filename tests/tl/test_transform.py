@@ -146,3 +146,18 @@ def test_cluster_key_checked_before_work(trained):
 def test_load_missing_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a den model folder"):
         den.DENModel.load(tmp_path)
+
+
+def test_query_takes_the_references_cluster_colours(trained):
+    ref = trained.copy()
+    ref.obs["den_clusters"] = ref.obs["den_clusters"].cat.rename_categories({"0": "T", "1": "B", "2": "NK"})
+    ref.uns["den_clusters_colors"] = ["#aa0000", "#00aa00", "#0000aa"]  # set by the user or a scanpy plot
+    query = trained[:30].copy()
+    query.uns.pop("den_clusters_colors", None)
+    den.tl.transform(query, ref)
+    assert list(query.uns["den_clusters_colors"]) == ["#aa0000", "#00aa00", "#0000aa"]
+    ref.uns["den_clusters_colors"] = ["#aa0000", "#00aa00"]  # not one colour per cluster: scanpy chooses
+    query = trained[:30].copy()
+    query.uns.pop("den_clusters_colors", None)
+    den.tl.transform(query, ref)
+    assert "den_clusters_colors" not in query.uns

@@ -83,6 +83,8 @@ def transform(
         reference's clusters were renamed or merged since :func:`den.tl.cluster` (annotation), the
         labels carry its names and the confidence sums the merged clusters' probabilities; the
         probabilities keep one column per cluster of the network.
+    `adata.uns[cluster_key + '_colors']`
+        The reference's cluster colours, when it has them for the same clusters (as :func:`scanpy.tl.ingest`).
     """
     start = logg.info("placing cells on the DEN map")
     check_copy(adata, copy)
@@ -121,6 +123,7 @@ def transform(
     adata.obsm[key_obsm] = coords
     if clusters is not None:
         write_clusters(adata, clusters, cluster_key)
+        _copy_colors(adata, reference, cluster_key)
     logg.info("    finished", time=start, deep=f"added\n    {key_obsm!r}, DEN coordinates (adata.obsm)")
     return adata if copy else None
 
@@ -156,6 +159,17 @@ def _annotation(reference, model: DENModel, key: str, cluster_key: str, device: 
     unseen = [c for c in network if c not in table.index]  # no reference cell in it: keeps its own name
     order = [str(c) for c in (current.cat.categories if hasattr(current, "cat") else sorted(table.columns))]
     return table.idxmax(1).to_dict() | {c: c for c in unseen}, order + [c for c in unseen if c not in order]
+
+
+def _copy_colors(adata: AnnData, reference, cluster_key: str) -> None:
+    """The reference's cluster colours (``uns[cluster_key + '_colors']``) for the same clusters, as ``sc.tl.ingest``."""
+    colors = getattr(reference, "uns", {}).get(f"{cluster_key}_colors")
+    own = reference.obs.get(cluster_key) if hasattr(reference, "obs") else None
+    if colors is None or not isinstance(own, pd.Series) or not hasattr(own, "cat"):
+        return
+    categories = list(own.cat.categories)
+    if categories == list(adata.obs[cluster_key].cat.categories) and len(colors) == len(categories):
+        adata.uns[f"{cluster_key}_colors"] = np.asarray(colors, dtype=object)
 
 
 def _columns(X, cols: np.ndarray):
