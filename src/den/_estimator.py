@@ -55,8 +55,8 @@ class DEN(ClusterMixin, TransformerMixin, BaseEstimator):
         pairs and distance-weighted far partners. See the docs' method page.
     dof
         Degrees of freedom of the F distribution's denominator: the kernel's tail (smaller:
-        heavier). ``None``: 3 for the contrastive loss (2 would be t-SNE's Cauchy kernel), ``n_components``
-        for the paper's.
+        heavier); contrastive loss only. ``None``: 3 (2 would be t-SNE's Cauchy kernel); the paper's
+        loss always reads F(1, ``n_components``) and takes only ``None``.
     n_far
         Far partners per batch (contrastive: shared by every row) or per pair (paper).
     n_epochs

@@ -270,7 +270,24 @@ class DENModel:
     ) -> np.ndarray:
         """Map coordinates of the rows of ``X`` (cells x features); each row is mapped on its own.
 
-        ``check=False`` skips the input checks (for callers that made them).
+        Parameters
+        ----------
+        X
+            Cells x features (a numpy array, a scipy sparse matrix or a torch tensor), normalised as
+            the training data.
+        var_names
+            The names of ``X``'s columns, matched to the model's features by name (extra ones are
+            ignored, missing ones raise). ``None``: the columns are the model's features in order.
+        device
+            ``"auto"``, ``"cpu"``, ``"cuda:0"``, ...
+        check
+            ``False`` skips the input checks (for callers that made them).
+        batches
+            A batch-centring model (``den.tl.embed(batch_key=..., batch_centering=True)``): each row's
+            batch name; each batch is centred on its own. ``None``: all rows one batch (a mix of
+            cell types, like the training batches). Ignored by other models.
+
+        :meth:`hidden`, :meth:`predict_proba` and :meth:`predict_label_proba` take the same arguments.
         """
         if check:
             X = self.checked(X, var_names)
@@ -397,7 +414,18 @@ class DENModel:
 
     @classmethod
     def from_adata(cls, adata: AnnData, key: str = "den", cluster_key: str | None = "den_clusters") -> DENModel:
-        """The model stored by :func:`den.tl.embed` (and :func:`den.tl.cluster`) in ``adata.uns``."""
+        """The model stored by :func:`den.tl.embed` (and :func:`den.tl.cluster`) in ``adata.uns``.
+
+        Parameters
+        ----------
+        adata
+            An AnnData on which :func:`den.tl.embed` ran.
+        key
+            ``uns`` key of the embedding (its ``key_added``).
+        cluster_key
+            ``uns`` key of a clustering of that embedding to attach (its ``key_added``); ``None``, or a
+            key that is absent: the map alone.
+        """
         entry = adata.uns.get(key)
         if not isinstance(entry, dict) or "model" not in entry:
             msg = f"No den model in adata.uns[{key!r}]. Run `den.tl.embed(adata)` first (or pass the right `key`)."
@@ -412,7 +440,10 @@ class DENModel:
         return cls.from_uns(entry["model"], cluster)
 
     def save(self, dir_path: str | Path, *, overwrite: bool = False) -> None:
-        """Write ``config.json`` and ``weights.npz`` into ``dir_path``."""
+        """Write ``config.json`` and ``weights.npz`` into the folder ``dir_path`` (made if absent).
+
+        ``overwrite=True`` writes into a folder that holds other files; otherwise that is an error.
+        """
         path = Path(dir_path).expanduser()
         if path.exists() and not path.is_dir():
             msg = f"{str(path)!r} is a file; den saves a model into a folder. Choose a folder path."
@@ -432,7 +463,7 @@ class DENModel:
 
     @classmethod
     def load(cls, dir_path: str | Path) -> DENModel:
-        """Read a model written by :meth:`save` (no pickle is read).
+        """Read a model written by :meth:`save` from the folder ``dir_path`` (no pickle is read).
 
         Every error names the folder and the file, and says whether the folder is not a
         den model, is damaged, or comes from a newer den.

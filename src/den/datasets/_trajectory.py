@@ -58,7 +58,8 @@ def trajectory(
     -------
     :class:`~anndata.AnnData` with ``obs["segment"]`` (categorical), ``obs["pseudotime"]``
     (distance from the root along the tree), ``uns["trajectory"]`` (``parents``: each
-    segment's parent, ``start``: the pseudotime where it begins) and ``layers["counts"]``.
+    segment's parent, ``start``: the pseudotime where it begins), ``var["dynamic"]`` (whether a
+    gene changes along the tree) and ``layers["counts"]``.
     Use :func:`tree_distance` for the true distance between cells.
     """
     import anndata as ad

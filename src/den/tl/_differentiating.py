@@ -77,7 +77,8 @@ def differentiating_features(
     A :class:`~pandas.DataFrame` (genes sorted by ``score``) with columns
     ``names``, ``score`` (mean SHAP), ``mean_abs_shap`` and ``logfoldchange``
     (group1 vs group2, NaN when the data are not on a log1p scale), also stored
-    in ``adata.uns[key_added]``; or, with ``copy=True``, a copy of ``adata``.
+    as ``adata.uns[key_added][comparison]["table"]`` (see ``key_added``); or, with ``copy=True``, a copy of
+    ``adata``.
     """
     start = logg.info(f"computing features differentiating {group1} from {group2}")
     check_copy(adata, copy)

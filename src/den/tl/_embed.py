@@ -84,7 +84,7 @@ def embed(
         from the training matrix, the PCA layer takes them instead of a second PCA.
     labels_key
         Semi-supervised: a column of ``adata.obs`` with known labels; missing values
-        (NaN) mark unlabelled cells. Labelled cells add same-label near pairs, near
+        (NaN, ``None``) or ``-1`` mark unlabelled cells. Labelled cells add same-label near pairs, near
         pairs with different labels are dropped, and (``label_head=True``) a head learns
         the labels from the map.
     batch_key
@@ -132,8 +132,8 @@ def embed(
         DEN coordinates.
     `adata.uns['den' | key_added]` : :class:`dict`
         ``params`` (the arguments), ``fit`` (what they resolved to: epochs, neighbours,
-        learning rate, near pairs, seed, device, ``n_cells_trained``, and ``pca``:
-        ``"adata.varm['PCs']"`` or ``"den"``),
+        learning rate, near pairs, seed, device, ``devices``, ``n_cells_trained``, ``pca``:
+        ``"adata.varm['PCs']"`` or ``"den"``, and ``distances_key``, the ``obsp`` key of the graph below),
         ``history`` (mean loss and wall seconds per epoch) and ``model`` (JSON config and
         weights; see :class:`den.DENModel`).
     `adata.obsp['den_distances' | key_added + '_distances']` : :class:`scipy.sparse.csr_matrix`

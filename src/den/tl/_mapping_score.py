@@ -70,7 +70,8 @@ def mapping_score(
     n_neighbors
         Neighbours per cell.
     random_state
-        Seed of the cell samples (``against="query"`` on more than 10,000 query or reference cells).
+        ``against="query"`` only: seed of the cell samples (the reference above 50,000 cells, the joint
+        PCA's cells above 10,000 query or reference cells) and of the randomised PCA (above 2,000 genes).
     key_added
         ``obs`` column of the score; the parameters go to ``uns[key_added]``.
     copy

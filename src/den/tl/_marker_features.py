@@ -101,7 +101,9 @@ def marker_features(
         groups arrays, rows ``genes``, columns ``groups``: ``pd.DataFrame(e["mean_shap"],
         index=e["genes"], columns=e["groups"])``), the per-cell ``shap_values`` with ``shap_cells``,
         ``shap_groups``, ``base_values`` (one per group), and an ``explainers`` table with
-        each group's explainer and largest additivity error.
+        each group's explainer and largest additivity error. When ``groupby`` is not a den
+        clustering, also ``model``: the head trained on the map to tell its groups apart, whose
+        logits are explained.
     """
     start = logg.info("computing SHAP marker features")
     check_copy(adata, copy)
