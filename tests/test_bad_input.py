@@ -469,6 +469,21 @@ def test_marker_features_missing_values_in_groupby(trained):
     _check(a, lambda x: den.tl.marker_features(x, groupby="g", **MFAST), ValueError, "missing values")
 
 
+@pytest.mark.parametrize(
+    "tool",
+    [
+        lambda a: den.tl.marker_features(a, **MFAST),
+        lambda a: den.tl.differentiating_features(a, "T", "B", n_background=20, max_cells=10),
+        lambda a: den.tl.cell_features(a, [a.obs_names[a.obs["den_clusters"] == "T"][0]], n_background=20),
+    ],
+    ids=["marker_features", "differentiating_features", "cell_features"],
+)
+def test_renamed_clusters_with_one_left_out(trained, tool):
+    a = trained.copy()  # annotation in progress: cluster "2" not named yet, so NaN
+    a.obs["den_clusters"] = a.obs["den_clusters"].map({"0": "T", "1": "B"}).astype("category")
+    _check(a, tool, ValueError, r"missing values in \d+ cells .* fill or drop them")
+
+
 def test_marker_features_before_clustering(small):
     den.tl.embed(small, **FAST)
     _check(small, lambda a: den.tl.marker_features(a, **MFAST), KeyError, r"Run `den.tl.cluster")

@@ -112,6 +112,12 @@ def group_network(
     if network_cats is not None and labels_as_learnt(adata, groupby, network_cats):
         cats = network_cats
         return GroupNetwork(model, model.cluster_net, cats, labels, X, None, _batch_shift(adata, model, X, key))
+    if (labels.codes < 0).any():  # the clustering network explains only its own labels; a head needs every cell's
+        msg = (
+            f"adata.obs[{groupby!r}] has missing values in {int((labels.codes < 0).sum())} cells and is no longer "
+            "den.tl.cluster's labels (edited since); fill or drop them first."
+        )
+        raise ValueError(msg)
     cats = [str(c) for c in labels.categories]
     k = len(cats)
     emb_key = "X_den" if key == "den" else key

@@ -11,8 +11,8 @@ import pandas as pd
 from scanpy import logging as logg
 
 from den._data import check_query_scale, get_matrix, trained_matrix
-from den._model import DENModel
-from den._utils import check_copy, check_key_name, make_actual
+from den._model import DENModel, fingerprint
+from den._utils import check_copy, check_key_name, make_actual, uns_owner
 
 from ._batches import query_batches, training_batches
 from ._cluster_results import cluster_columns, labels_as_learnt, relabel, write_clusters, written_labels
@@ -92,6 +92,8 @@ def transform(
         if name is not None:
             check_key_name(name, param)
     model = _resolve_reference(reference, key=key, cluster_key=cluster_key)
+    key_obsm = key_added or ("X_den" if key == "den" else key)
+    _check_own_results(adata, model, key_obsm, cluster_key)
     X = (
         get_matrix(adata, layer)
         if layer is not None
@@ -117,7 +119,6 @@ def transform(
     if names is not None:  # the reference's clusters were renamed or merged since den.tl.cluster: use its names
         clusters = relabel(clusters, model.cluster_config["categories"], *names)
 
-    key_obsm = key_added or ("X_den" if key == "den" else key)
     adata = adata.copy() if copy else adata
     make_actual(adata)
     adata.obsm[key_obsm] = coords
@@ -159,6 +160,33 @@ def _annotation(reference, model: DENModel, key: str, cluster_key: str, device: 
     unseen = [c for c in network if c not in table.index]  # no reference cell in it: keeps its own name
     order = [str(c) for c in (current.cat.categories if hasattr(current, "cat") else sorted(table.columns))]
     return table.idxmax(1).to_dict() | {c: c for c in unseen}, order + [c for c in unseen if c not in order]
+
+
+def _check_own_results(adata: AnnData, model: DENModel, key_obsm: str, cluster_key: str | None) -> None:
+    """Refuse to write another model's map or clusters over results den made on ``adata`` itself.
+
+    Its ``uns`` would still hold its own networks, which den.tl.cluster and the SHAP tools read
+    with the new coordinates and labels. The reference's own model (``transform(adata, adata)``) is fine.
+    """
+    own_key = "den" if key_obsm == "X_den" else key_obsm
+    entry = getattr(adata, "uns", {}).get(own_key)
+    if uns_owner(entry) == "embed" and fingerprint(entry["model"]) != fingerprint(model.to_uns()):
+        msg = (
+            f"adata has a den map of its own (adata.uns[{own_key!r}], den.tl.embed on these cells); transform would "
+            f"write the reference's coordinates over obsm[{key_obsm!r}] while the tools reading uns[{own_key!r}] "
+            "use the query's network. Pass key_added= (e.g. 'X_den_reference') to keep both maps, or delete "
+            f"adata.uns[{own_key!r}] first."
+        )
+        raise ValueError(msg)
+    entry = getattr(adata, "uns", {}).get(cluster_key) if model.has_clusters and cluster_key else None
+    if uns_owner(entry) == "cluster" and fingerprint(entry["model"]) != fingerprint(model.cluster_to_uns()):
+        msg = (
+            f"adata has den clusters of its own (adata.uns[{cluster_key!r}], den.tl.cluster on these cells); "
+            f"transform would write the reference's clusters over obs[{cluster_key!r}] while the tools reading "
+            f"uns[{cluster_key!r}] use the query's network. Pass cluster_key=None for the map alone, or delete "
+            f"adata.uns[{cluster_key!r}] first."
+        )
+        raise ValueError(msg)
 
 
 def _copy_colors(adata: AnnData, reference, cluster_key: str) -> None:
