@@ -603,7 +603,7 @@ def test_clustering_of_an_earlier_embedding_is_refused(trained, hidden):
     _check(trained, lambda a: den.tl.marker_features(a, **MFAST), ValueError, "earlier den.tl.embed")
     den.DENModel.from_adata(trained, cluster_key=None)  # the embedding alone still loads
     den.tl.cluster(trained, progress_bar=False)  # the fix the message names
-    den.tl.transform(query, trained)
+    den.tl.transform(trained[:20].copy(), trained)  # (query still carries the stale clusters: transform refuses it)
 
 
 def test_embedding_the_same_map_again_keeps_the_clusters(trained):
@@ -1121,3 +1121,27 @@ def test_thirty_cells_three_groups():
 
     assert adjusted_rand_score(adata.obs["group"], adata.obs["den_clusters"]) > 0.9
     den.tl.marker_features(adata, progress_bar=False)
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda a, q: den.tl.transform(q, a, key="den_clusters"), r"den_clusters'\] is a result of den.tl.cluster"),
+        (
+            lambda a, q: den.tl.transform(q, a, cluster_key="den"),
+            r"den'\] is a result of den.tl.embed, not of .*cluster",
+        ),
+        (lambda a, q: den.tl.cluster(a, key="den_clusters", **CFAST), r"result of den.tl.cluster, not of den.tl.embed"),
+        (lambda a, q: den.tl.mapping_score(q, a, key="den_clusters"), r"result of den.tl.cluster, not of den.tl.embed"),
+        (lambda a, q: den.tl.transfer_labels(q, a, "group", key="den_clusters"), r"pass the key_added of den.tl.embed"),
+    ],
+    ids=["transform-key", "transform-cluster_key", "cluster", "mapping_score", "transfer_labels"],
+)
+def test_a_key_naming_another_tools_result(trained, call, match):
+    query = trained[:40].copy()
+    for k in ("den", "den_clusters"):
+        del query.uns[k]
+    before = snapshot(trained), snapshot(query)
+    with pytest.raises(ValueError, match=match):
+        call(trained, query)
+    assert (snapshot(trained), snapshot(query)) == before

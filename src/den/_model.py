@@ -20,7 +20,7 @@ from torch import nn
 
 from ._data import CHUNK_ROWS, check_finite, dense_rows
 from ._loss import kernel_dof
-from ._utils import get_device, on_device, predict, softmax
+from ._utils import get_device, on_device, predict, softmax, uns_owner
 from .nn import ClusterHead, build_encoder
 
 if TYPE_CHECKING:
@@ -58,6 +58,17 @@ def fingerprint(model_entry: dict[str, Any]) -> str:
         digest.update(f"{name}{array.shape}{array.dtype}".encode())
         digest.update(array.tobytes())
     return digest.hexdigest()[:16]
+
+
+def _check_owner(entry: dict, key: str, tool: str, param: str) -> None:
+    """An error naming the tool whose result ``adata.uns[key]`` is, when it is not ``tool``'s."""
+    owner = uns_owner(entry)
+    if owner != tool:
+        msg = (
+            f"uns[{key!r}] is a result of den.tl.{owner}, not of den.tl.{tool}; pass the key_added of "
+            f"den.tl.{tool} as `{param}`."
+        )
+        raise ValueError(msg)
 
 
 def load_arrays(module: nn.Module, weights: dict[str, np.ndarray], where: str = "the model") -> None:
@@ -430,10 +441,12 @@ class DENModel:
         if not isinstance(entry, dict) or "model" not in entry:
             msg = f"No den model in adata.uns[{key!r}]. Run `den.tl.embed(adata)` first (or pass the right `key`)."
             raise KeyError(msg)
+        _check_owner(entry, key, "embed", "key")
         cluster = None
         if cluster_key is not None:
             centry = adata.uns.get(cluster_key)
             if isinstance(centry, dict) and "model" in centry:
+                _check_owner(centry, cluster_key, "cluster", "cluster_key")
                 if centry.get("params", {}).get("embedding_key", key) == key:
                     _check_not_stale(centry.get("fit", {}), entry["model"], key, cluster_key)
                     cluster = centry["model"]

@@ -167,13 +167,13 @@ def test_query_with_its_own_den_results_is_not_overwritten(trained):
     query = trained[200:].copy()
     den.tl.embed(query, n_epochs=2, random_state=3, progress_bar=False)  # the query's own map and network
     before = query.obsm["X_den"].copy()
-    with pytest.raises(ValueError, match=r"den map of its own .* key_added="):
+    with pytest.raises(ValueError, match=r"holds another den map .* key_added="):
         den.tl.transform(query, trained)
     np.testing.assert_array_equal(query.obsm["X_den"], before)
     den.tl.transform(query, trained, key_added="X_den_reference")  # both maps kept
     np.testing.assert_allclose(query.obsm["X_den_reference"], trained[200:].obsm["X_den"], atol=1e-5)
     den.tl.cluster(query, n_clusters=2, head_epochs=1, finetune_epochs=0, progress_bar=False)
     del query.uns["den"]
-    with pytest.raises(ValueError, match=r"den clusters of its own .* cluster_key=None"):
+    with pytest.raises(ValueError, match=r"holds other den clusters .* cluster_key=None"):
         den.tl.transform(query, trained)
     den.tl.transform(trained, trained)  # the reference's own model: nothing to refuse

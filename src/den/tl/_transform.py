@@ -172,18 +172,18 @@ def _check_own_results(adata: AnnData, model: DENModel, key_obsm: str, cluster_k
     entry = getattr(adata, "uns", {}).get(own_key)
     if uns_owner(entry) == "embed" and fingerprint(entry["model"]) != fingerprint(model.to_uns()):
         msg = (
-            f"adata has a den map of its own (adata.uns[{own_key!r}], den.tl.embed on these cells); transform would "
-            f"write the reference's coordinates over obsm[{key_obsm!r}] while the tools reading uns[{own_key!r}] "
-            "use the query's network. Pass key_added= (e.g. 'X_den_reference') to keep both maps, or delete "
+            f"adata holds another den map (adata.uns[{own_key!r}]: den.tl.embed on these cells, or a copy of an "
+            f"earlier one); transform would write the reference's coordinates over obsm[{key_obsm!r}] while the "
+            f"tools reading uns[{own_key!r}] use that other network. Pass key_added= (e.g. 'X_den_reference') to keep both maps, or delete "
             f"adata.uns[{own_key!r}] first."
         )
         raise ValueError(msg)
     entry = getattr(adata, "uns", {}).get(cluster_key) if model.has_clusters and cluster_key else None
     if uns_owner(entry) == "cluster" and fingerprint(entry["model"]) != fingerprint(model.cluster_to_uns()):
         msg = (
-            f"adata has den clusters of its own (adata.uns[{cluster_key!r}], den.tl.cluster on these cells); "
-            f"transform would write the reference's clusters over obs[{cluster_key!r}] while the tools reading "
-            f"uns[{cluster_key!r}] use the query's network. Pass cluster_key=None for the map alone, or delete "
+            f"adata holds other den clusters (adata.uns[{cluster_key!r}]: den.tl.cluster on these cells, or a copy of "
+            f"an earlier clustering); transform would write the reference's clusters over obs[{cluster_key!r}] while "
+            f"the tools reading uns[{cluster_key!r}] use that other network. Pass cluster_key=None for the map alone, or delete "
             f"adata.uns[{cluster_key!r}] first."
         )
         raise ValueError(msg)
