@@ -1145,3 +1145,11 @@ def test_a_key_naming_another_tools_result(trained, call, match):
     with pytest.raises(ValueError, match=match):
         call(trained, query)
     assert (snapshot(trained), snapshot(query)) == before
+
+
+def test_batches_of_one_cell_are_refused_and_small_ones_warned(small):
+    small.obs["per_cell"] = np.arange(small.n_obs).astype(str)  # a column of cell ids passed as batch_key
+    _check(small, lambda a: den.tl.embed(a, batch_key="per_cell", **FAST), ValueError, r"batches of a single cell")
+    small.obs["pairs"] = (np.arange(small.n_obs) // 2).astype(str)
+    with pytest.warns(UserWarning, match=r"batches with fewer than 50 cells .* Merge small batches"):
+        den.tl.embed(small, batch_key="pairs", **FAST)

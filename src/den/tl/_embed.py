@@ -27,6 +27,8 @@ from den._utils import (
     training_rows,
 )
 
+from ._batches import MIN_BATCH_CELLS
+
 if TYPE_CHECKING:
     from anndata import AnnData
 
@@ -297,13 +299,36 @@ def _batches(adata: AnnData, batch_key: str | None, *, batch_centering, n_pcs: i
         msg = f"adata.obs[{batch_key!r}] has {int(column.isna().sum())} missing values; give every cell a batch."
         raise ValueError(msg)
     batches = column.astype(str).to_numpy()
-    if len(np.unique(batches)) < 2:
+    names, counts = np.unique(batches, return_counts=True)
+    if len(names) < 2:
         msg = f"adata.obs[{batch_key!r}] holds a single batch; pass batch_key=None for one batch."
         raise ValueError(msg)
+    _check_batch_sizes(batch_key, names, counts)
     if batch_centering and n_pcs is None:
         msg = "batch_centering=True needs the PCA layer (n_pcs set); pass n_pcs=50 or batch_centering=False."
         raise ValueError(msg)
     return batches
+
+
+def _check_batch_sizes(batch_key: str, names: np.ndarray, counts: np.ndarray) -> None:
+    """Refuse batches of one cell; warn of batches too small to hold a mix of the cell types."""
+    few = {str(n): int(c) for n, c in sorted(zip(names, counts, strict=True), key=lambda nc: nc[1])[:5]}
+    if counts.min() < 2:
+        msg = (
+            f"adata.obs[{batch_key!r}] has {int((counts < 2).sum())} batches of a single cell (of {len(names)} "
+            f"batches; smallest: {few}): batch-balanced neighbours need a mix of cell types in every batch. Pass "
+            "the column naming each cell's batch (donor, lab, technology), or merge the small ones."
+        )
+        raise ValueError(msg)
+    if counts.min() < MIN_BATCH_CELLS:
+        warnings.warn(
+            f"adata.obs[{batch_key!r}] has {int((counts < MIN_BATCH_CELLS).sum())} of {len(names)} batches with "
+            f"fewer than {MIN_BATCH_CELLS} cells (smallest: {few}). Every cell takes near neighbours from every "
+            "batch, and a small batch cannot hold each cell type, so it links cells of different types (the map "
+            "blurs). Merge small batches, or pass batch_key=None.",
+            UserWarning,
+            stacklevel=4,
+        )
 
 
 def _check_sampled_labels(codes: np.ndarray | None, fit_cells: int | None) -> None:
