@@ -470,6 +470,12 @@ class DEN(ClusterMixin, TransformerMixin, BaseEstimator):
         return est
 
 
+def unlabelled(values: pd.Series) -> np.ndarray:
+    """Which of ``values`` mark an unlabelled sample: missing (NaN, None) or the number ``-1``."""
+    minus_one = [isinstance(v, int | float | np.number) and not isinstance(v, bool) and v == -1 for v in values]
+    return values.isna().to_numpy() | np.asarray(minus_one, dtype=bool)
+
+
 def encode_labels(y, n: int, name: str = "y") -> tuple[np.ndarray, list]:
     """Integer codes (``-1`` for unlabelled: ``-1``, ``NaN``, ``None``) and the sorted classes of ``y``.
 
@@ -486,9 +492,7 @@ def encode_labels(y, n: int, name: str = "y") -> tuple[np.ndarray, list]:
             f"{name} has {len(values)} labels but X has {n} samples; pass one label per sample (-1 or NaN: unlabelled)."
         )
         raise ValueError(msg)
-    missing = values.isna() | values.apply(
-        lambda v: isinstance(v, int | float | np.number) and not isinstance(v, bool) and v == -1
-    )
+    missing = unlabelled(values)
     known = values[~missing]
     if known.empty:
         msg = (

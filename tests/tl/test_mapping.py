@@ -541,3 +541,12 @@ def test_fit_cells_clusters_need_the_embeddings_batch_column(split):
     with pytest.raises(KeyError, match="trained with batch_key='batch', which is no longer a column"):
         den.tl.cluster(ref, fit_cells=300, progress_bar=False)
     assert "den_clusters" not in ref.obs
+
+
+def test_transfer_labels_reads_minus_one_as_unlabelled(split):
+    ref, query = split
+    codes = ref.obs["cell_type"].cat.codes.to_numpy()
+    ref.obs["coded"] = np.where(np.arange(ref.n_obs) % 3 == 0, -1, codes)  # as den.tl.embed(labels_key=...) takes
+    den.tl.transfer_labels(query, ref, "coded", progress_bar=False)
+    got = set(query.obs["coded"].dropna().astype(int))
+    assert got and -1 not in got and got <= set(codes)

@@ -15,6 +15,7 @@ from torch import nn
 from den._classifier import train_classifier
 from den._config import ClusterConfig
 from den._data import check_query_scale, get_matrix, label_order, missing_label_texts, trained_matrix
+from den._estimator import unlabelled
 from den._model import DENModel
 from den._utils import check_copy, check_flags, check_key_added, check_random_state, make_actual, predict, softmax
 
@@ -63,7 +64,8 @@ def transfer_labels(
     reference
         AnnData on which :func:`den.tl.embed` ran, with the labels in ``obs``.
     obs
-        Column of ``reference.obs`` to transfer; missing values mark cells left out of training.
+        Column of ``reference.obs`` to transfer; missing values (NaN) and ``-1`` mark cells left out of
+        training, as in :func:`den.tl.embed`'s ``labels_key``.
     key
         ``uns`` key of the reference's embedding model.
     batch_key
@@ -163,7 +165,7 @@ def _reference_labels(reference: AnnData, obs: str) -> tuple[np.ndarray, list[st
         msg = f"obs={obs!r} is not a column of reference.obs (columns: {list(reference.obs.columns)})."
         raise KeyError(msg)
     column = reference.obs[obs]
-    known = column.notna().to_numpy()
+    known = ~unlabelled(column)  # NaN or -1, as den.tl.embed(labels_key=...) reads them
     values = column.astype(str).to_numpy()
     categories = label_order(column[known])
     texts = missing_label_texts(categories)
