@@ -506,7 +506,7 @@ def encode_labels(y, n: int, name: str = "y") -> tuple[np.ndarray, list]:
     check_classes(known, classes, n, name)
     index = {c: i for i, c in enumerate(classes)}
     codes = np.full(n, -1, dtype=np.int64)
-    codes[np.flatnonzero(~missing.to_numpy())] = [index[v] for v in known]
+    codes[np.flatnonzero(~missing)] = [index[v] for v in known]
     return codes, classes
 
 
