@@ -278,9 +278,26 @@ def test_embed_backed_csc(small, tmp_path):
     backed.file.close()
 
 
-def test_embed_not_an_anndata():
-    with pytest.raises(TypeError, match="take an AnnData"):
-        den.tl.embed(np.zeros((10, 3)), **FAST)
+@pytest.mark.parametrize(
+    "tool",
+    [
+        lambda x: den.tl.embed(x, **FAST),
+        lambda x: den.tl.cluster(x),
+        lambda x: den.tl.marker_features(x),
+        lambda x: den.tl.differentiating_features(x, "0", "1"),
+        lambda x: den.tl.cell_features(x, ["c0"]),
+    ],
+    ids=["embed", "cluster", "marker_features", "differentiating_features", "cell_features"],
+)
+def test_not_an_anndata(tool):
+    with pytest.raises(TypeError, match="take an AnnData.*den.DEN"):
+        tool(np.zeros((10, 3)))
+
+
+def test_mapping_tools_not_an_anndata(trained):
+    for call in (den.tl.transform, den.tl.mapping_score, lambda q, r: den.tl.transfer_labels(q, r, "group")):
+        with pytest.raises(TypeError, match="take an AnnData"):
+            call(np.zeros((10, 3)), trained)
 
 
 # --- den.tl.cluster ------------------------------------------------------------------------------------------------
@@ -1153,3 +1170,27 @@ def test_batches_of_one_cell_are_refused_and_small_ones_warned(small):
     small.obs["pairs"] = (np.arange(small.n_obs) // 2).astype(str)
     with pytest.warns(UserWarning, match=r"batches with fewer than 50 cells .* Merge small batches"):
         den.tl.embed(small, batch_key="pairs", **FAST)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda a: den.tl.differentiating_features(a, "0", "1", key_added="den_marker_features", n_background=20),
+        lambda a: den.tl.cell_features(a, [a.obs_names[0]], key_added="den_marker_features", n_background=20),
+    ],
+    ids=["differentiating_features", "cell_features"],
+)
+def test_key_added_never_overwrites_the_markers(trained, call):
+    den.tl.marker_features(trained, **MFAST)
+    _check(trained, call, ValueError, r"holds the result of den.tl.marker_features.*another key_added")
+
+
+def test_mapping_score_says_it_replaces_a_column_of_the_querys_own(trained):
+    query = trained[:60].copy()
+    for k in ("den", "den_clusters"):
+        del query.uns[k]
+    with pytest.warns(UserWarning, match=r"obs\['group'\] \(the query's own column\) is replaced by the mapping score"):
+        den.tl.mapping_score(query, trained, key_added="group")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # its own earlier score: replaced without a word
+        den.tl.mapping_score(query, trained, key_added="group")

@@ -113,10 +113,14 @@ def check_flags(**flags) -> None:
 
 
 def check_copy(adata: AnnData, copy: bool) -> None:
-    """Refuse, before any work, a ``copy`` that is not a bool and ``copy=True`` on an AnnData opened backed.
+    """Refuse, before any work, what is not an AnnData and a bad ``copy``.
 
-    anndata copies a backed AnnData only to a file.
+    ``copy`` must be a bool, and ``copy=True`` is refused on an AnnData opened backed (anndata
+    copies it only to a file).
     """
+    if not (hasattr(adata, "obs") and hasattr(adata, "uns") and hasattr(adata, "var_names")):
+        msg = f"den's tools take an AnnData, not {type(adata).__name__}; for arrays use den.DEN."
+        raise TypeError(msg)
     check_flags(copy=copy)
     if copy and getattr(adata, "isbacked", False):
         msg = (
@@ -153,15 +157,16 @@ def check_key_name(key, param: str = "key_added") -> None:
 
 
 def check_key_added(adata: AnnData, key: str, tool: str) -> None:
-    """Refuse to write ``tool``'s result over the model of *another* den tool (embed, cluster) in ``adata.uns[key]``.
+    """Refuse to write ``tool``'s result over *another* den tool's (a model, markers, cell features) in ``adata.uns[key]``.
 
     Re-running a tool on its own key is fine. ``key`` must be a name an ``.h5ad`` file can hold.
     """
     check_key_name(key)
     owner = uns_owner(getattr(adata, "uns", {}).get(key))  # not an AnnData: the tool's own check names it
-    if owner in ("embed", "cluster") and owner != tool:
+    if owner is not None and owner != tool:
+        what = "the model" if owner in ("embed", "cluster") else "the result"
         msg = (
-            f"adata.uns[{key!r}] holds the model of den.tl.{owner}, which den.tl.{tool} would overwrite "
+            f"adata.uns[{key!r}] holds {what} of den.tl.{owner}, which den.tl.{tool} would overwrite "
             f"(tools that read it would then fail); pass another key_added."
         )
         raise ValueError(msg)

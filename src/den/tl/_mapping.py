@@ -106,7 +106,12 @@ def transfer_labels(
     labels, categories = _reference_labels(reference, obs)
     seed = check_random_state(random_state)
     inputs = _inputs(model, reference, adata, key, batch_key)
-    _warn_if_replacing(adata, out_key)  # once the inputs are checked, before the training (the user may stop it)
+    earlier = adata.uns.get(out_key)
+    ours = isinstance(earlier, dict) and "calibration" in earlier
+    # once the inputs are checked, before the training (the user may stop it)
+    warn_if_replacing(
+        adata, out_key, "the labels transferred from the reference", earlier_is_ours=ours, suffix="_transferred"
+    )
     ref_front, query_front = _fronts(model, reference, adata, inputs)
     known = labels >= 0
     trained = train_classifier(
@@ -142,13 +147,12 @@ def transfer_labels(
     return adata if copy else None
 
 
-def _warn_if_replacing(adata: AnnData, key: str) -> None:
-    """Say when the labels replace a column of the query's own (not an earlier transfer's), as ingest does silently."""
-    earlier = adata.uns.get(key)
-    if key in adata.obs and not (isinstance(earlier, dict) and "calibration" in earlier):
+def warn_if_replacing(adata: AnnData, key: str, what: str, *, earlier_is_ours: bool, suffix: str) -> None:
+    """Say when ``what`` replaces a column of the query's own (not an earlier run's), as ingest does silently."""
+    if key in adata.obs and not earlier_is_ours:
         msg = (
-            f"adata.obs[{key!r}] (the query's own column) is replaced by the labels transferred from the reference; "
-            f"pass key_added (e.g. key_added={key + '_transferred'!r}) to keep both."
+            f"adata.obs[{key!r}] (the query's own column) is replaced by {what}; pass key_added (e.g. "
+            f"key_added={key + suffix!r}) to keep both."
         )
         warnings.warn(msg, UserWarning, stacklevel=3)
 

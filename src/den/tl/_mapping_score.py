@@ -13,7 +13,7 @@ from den._pca import pca
 from den._utils import check_copy, check_key_added, check_random_state, make_actual
 
 from ._batches import batch_gene_means
-from ._mapping import _fronts, _Inputs, _inputs, _model
+from ._mapping import _fronts, _Inputs, _inputs, _model, warn_if_replacing
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -106,6 +106,9 @@ def mapping_score(
         raise ValueError(msg)
     seed = check_random_state(random_state)
     inputs = _inputs(model, reference, adata, key, batch_key)
+    earlier = adata.uns.get(key_added)
+    ours = isinstance(earlier, dict) and "against" in earlier.get("params", {})
+    warn_if_replacing(adata, key_added, "the mapping score", earlier_is_ours=ours, suffix="_den")
     if against == "query":
         ref_pcs, query_pcs = _joint_pcs(model, reference, adata, inputs, seed)
         scores = relative_scores(ref_pcs, query_pcs, n_neighbors)
