@@ -1194,3 +1194,12 @@ def test_mapping_score_says_it_replaces_a_column_of_the_querys_own(trained):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # its own earlier score: replaced without a word
         den.tl.mapping_score(query, trained, key_added="group")
+
+
+def test_marker_features_refuses_nan_as_text(trained):
+    a = trained.copy()
+    a.obs["g"] = a.obs["group"].astype(str).where(np.arange(a.n_obs) % 4 > 0).astype(str)  # NaN -> "nan"
+    _check(a, lambda x: den.tl.marker_features(x, groupby="g", **MFAST), ValueError, r"holds 'nan' as a group")
+    a.obs["g"] = np.where(np.arange(a.n_obs) % 4 > 0, a.obs["group"].astype(str), "-1")  # HDBSCAN's noise: a group
+    den.tl.marker_features(a, groupby="g", **MFAST)
+    assert "-1" in list(a.uns["den_marker_features"]["groups"])

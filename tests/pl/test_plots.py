@@ -240,3 +240,23 @@ def test_marker_heatmap_stays_readable_with_many_genes(full):
     fig = den.pl.marker_features(full, n_genes=40, return_fig=True)
     assert fig.get_size_inches()[0] <= 16.0  # not 0.32 inch a column at 100+ columns
     plt.close("all")
+
+
+@pytest.mark.parametrize("n_genes", [0, -3])
+def test_gene_counts_are_checked_before_drawing(full, n_genes):
+    cell = full.obs_names[0]
+    den.tl.cell_features(full, [cell], n_background=20)
+    for draw in (
+        lambda: den.pl.shap_summary(full, "0", n_genes=n_genes, show=False),
+        lambda: den.pl.cell_features(full, cell, n_genes=n_genes, show=False),
+        lambda: den.pl.differentiating_features(full, "0", "1", n_genes=n_genes, show=False),
+    ):
+        with pytest.raises(ValueError, match=rf"n_genes={n_genes}: it must be an integer >= 1"):
+            draw()
+    plt.close("all")
+
+
+def test_marker_heatmap_reads_a_number_as_one_group(full):
+    ax = den.pl.marker_features(full, groups=0, show=False)  # clusters named "0", "1", ...: a number names one
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["0"]
+    plt.close("all")

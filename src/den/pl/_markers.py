@@ -76,7 +76,8 @@ def marker_features(
         raise TypeError(msg)
     entry = uns_entry(adata, key, "marker_features")
     all_groups = list(entry["names"].dtype.names)
-    groups = all_groups if groups is None else [str(groups)] if isinstance(groups, str) else [str(g) for g in groups]
+    one = isinstance(groups, str) or np.ndim(groups) == 0  # a single group, named by text or a number
+    groups = all_groups if groups is None else [str(groups)] if one else [str(g) for g in groups]
     if missing := [g for g in groups if g not in all_groups]:
         msg = f"Groups {missing} are not in adata.uns[{key!r}] (groups: {all_groups})."
         raise KeyError(msg)
@@ -190,6 +191,7 @@ def shap_summary(
     from den._data import get_matrix
     from den._model import DENModel
 
+    check_sizes(n_genes=n_genes)
     entry = uns_entry(adata, key, "marker_features")
     group = str(group)
     sel = np.asarray(entry["shap_groups"]) == group
@@ -250,6 +252,7 @@ def cell_features(
     from den._data import get_matrix
     from den._model import DENModel
 
+    check_sizes(n_genes=n_genes)
     entry = uns_entry(adata, key, "cell_features")
     cells = list(np.asarray(entry["cells"]))
     if cell not in cells:
@@ -308,6 +311,7 @@ def differentiating_features(
         Genes shown at each end of the ranking.
     {ax_show_return_fig}
     """
+    check_sizes(n_genes=n_genes)
     store = uns_entry(adata, key, "differentiating_features")
     from den.tl._differentiating import comparison_key
 

@@ -13,7 +13,7 @@ import torch
 from scipy import sparse
 from torch import nn
 
-from den._data import get_matrix, looks_like_counts, sample_values
+from den._data import get_matrix, looks_like_counts, missing_label_texts, sample_values
 from den._model import DENModel, load_arrays, state_arrays
 from den._ondisk import OnDiskRows, is_lazy
 from den._utils import torch_seed
@@ -88,6 +88,13 @@ def group_network(
             raise ValueError(msg)
         col = col.astype(str).astype("category")
     labels = pd.Categorical(col).remove_unused_categories()  # subsetting leaves empty categories behind
+    texts = [t for t in missing_label_texts(labels.categories) if t != "-1"]  # -1: a real group (HDBSCAN's noise)
+    if texts:
+        msg = (
+            f"adata.obs[{groupby!r}] holds {texts[0]!r} as a group: missing values turned into text (e.g. by "
+            "astype(str))? Drop those cells or name their group."
+        )
+        raise ValueError(msg)
     if len(labels.categories) < 2:
         msg = (
             f"adata.obs[{groupby!r}] has {len(labels.categories)} group(s) with cells; explaining groups needs at "
