@@ -13,7 +13,7 @@ def _freeze(value):
     if isinstance(value, np.ndarray):
         return ("array", value.dtype.str, value.shape, value.tobytes())
     if isinstance(value, pd.DataFrame):
-        return ("frame", value.to_csv())
+        return ("frame", value.to_csv(), tuple(map(str, value.dtypes)))
     if isinstance(value, dict):
         return ("dict", tuple(sorted((str(k), _freeze(v)) for k, v in value.items())))
     if isinstance(value, list | tuple):
@@ -25,12 +25,15 @@ def snapshot(adata) -> tuple:
     """Everything an AnnData holds, as a comparable value."""
     return (
         _freeze(adata.X) if adata.X is not None else None,
-        adata.obs.to_csv(),
-        adata.var.to_csv(),
+        _freeze(adata.obs),  # values and column dtypes (a categorical turned into text would show)
+        _freeze(adata.var),
         tuple(adata.obs_names),
         tuple(adata.var_names),
         _freeze(dict(adata.obsm)),
         _freeze(dict(adata.layers)),
+        _freeze(dict(adata.obsp)),
+        _freeze(dict(adata.varm)),
+        _freeze(adata.raw.to_adata().X) if adata.raw is not None else None,
         _freeze(dict(adata.uns)),
         adata.is_view,
     )
