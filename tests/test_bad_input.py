@@ -1203,3 +1203,8 @@ def test_marker_features_refuses_nan_as_text(trained):
     a.obs["g"] = np.where(np.arange(a.n_obs) % 4 > 0, a.obs["group"].astype(str), "-1")  # HDBSCAN's noise: a group
     den.tl.marker_features(a, groupby="g", **MFAST)
     assert "-1" in list(a.uns["den_marker_features"]["groups"])
+
+
+def test_cluster_refuses_a_map_with_nan(trained):
+    trained.obsm["X_den"][3, 0] = np.nan
+    _check(trained, lambda a: den.tl.cluster(a, **CFAST), ValueError, r"obsm\['X_den'\] holds NaN or inf")

@@ -152,6 +152,9 @@ def cluster(
     if emb_key not in adata.obsm:
         msg = f"adata.obsm[{emb_key!r}] is missing. Run `den.tl.embed(adata)` first."
         raise KeyError(msg)
+    if not np.isfinite(np.asarray(adata.obsm[emb_key], dtype=np.float64)).all():
+        msg = f"adata.obsm[{emb_key!r}] holds NaN or inf values (edited since den.tl.embed?). Run `den.tl.embed(adata)` again."
+        raise ValueError(msg)
     X = get_matrix(adata, model.config.get("layer"))
     model.gene_index(adata.var_names, query=False)
     seed = check_random_state(random_state)
