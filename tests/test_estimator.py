@@ -290,3 +290,50 @@ def test_fit_searches_the_neighbour_graph_once(blobs, monkeypatch):
     assert len(calls) == 3
     np.testing.assert_array_equal(once.labels_, twice.labels_)
     np.testing.assert_array_equal(once.predict_proba(X), twice.predict_proba(X))
+
+
+def test_save_takes_numpy_numbers_and_a_device_and_writes_nothing_it_cannot_store(tmp_path, blobs):
+    X, y = blobs
+    est = den.DEN(n_components=np.int64(2), device=torch.device("cpu"), cluster=False, **FAST).fit(X)  # from a loop
+    est.save(tmp_path / "m")
+    back = den.DEN.load(tmp_path / "m")
+    assert back.get_params()["n_components"] == 2 and back.get_params()["device"] == "cpu"
+    labelled = den.DEN(cluster=False, **FAST).fit(X, np.asarray([b"a", b"b"], dtype=object)[y % 2])
+    with pytest.raises(TypeError, match=r"classes_ holds b'a' \(bytes\), which a model folder cannot store"):
+        labelled.save(tmp_path / "bytes")
+    assert not (tmp_path / "bytes").exists()  # nothing half-written that would load without its classes
+
+
+def test_arrays_walking_backwards(blobs, fitted):
+    X = blobs[0]  # float32: no conversion copy hides the negative strides from torch
+    np.testing.assert_allclose(fitted.transform(X[::-1]), fitted.transform(X)[::-1], atol=1e-5)
+    np.testing.assert_allclose(fitted.model_.embed(X[::-1]), fitted.transform(X)[::-1], atol=1e-5)
+    assert den.DEN(cluster=False, **FAST).fit(X[::-1]).embedding_.shape == (len(X), 2)
+
+
+def test_a_data_frame_is_matched_by_its_column_names(blobs):
+    pd = pytest.importorskip("pandas")
+    df = pd.DataFrame(blobs[0], columns=[f"g{i}" for i in range(blobs[0].shape[1])])
+    est = den.DEN(cluster=False, **FAST).fit(df)
+    assert list(est.model_.var_names) == list(df.columns)  # the model knows its features by name
+    shuffled = df[df.columns[::-1]]
+    np.testing.assert_allclose(est.model_.embed(shuffled), est.transform(df), atol=1e-5)
+
+
+def test_images_after_a_fit_on_vectors_are_refused(fitted, blobs):
+    with pytest.raises(ValueError, match=r"X has 3 dimensions, but DEN was fitted on samples x features"):
+        fitted.transform(blobs[0].reshape(len(blobs[0]), 2, 5))
+
+
+def test_too_many_clusters_refused_before_training(blobs):
+    with pytest.raises(ValueError, match=r"n_clusters=300: it must be below the number of samples \(300\)"):
+        den.DEN(n_clusters=300, n_epochs=500).fit(blobs[0])  # refused at once, not after 500 epochs
+
+
+def test_a_denmodel_folder_with_labels_keeps_its_classes(tmp_path, small):
+    small.obs["kind"] = small.obs["group"].astype(str).where(np.arange(small.n_obs) % 2 == 0)
+    den.tl.embed(small, labels_key="kind", **FAST, progress_bar=False)
+    den.DENModel.from_adata(small).save(tmp_path / "m")
+    est = den.DEN.load(tmp_path / "m")
+    assert list(est.classes_) == sorted(small.obs["kind"].dropna().unique())
+    assert set(est.predict_labels(small.X.toarray())) <= set(est.classes_)

@@ -309,14 +309,21 @@ def as_features(X, *, min_samples: int = 3, estimator: str = "DEN") -> Features:
         flat = _check_array(
             images.reshape(len(images), -1), dtype=[np.float32, np.float64], ensure_min_samples=min_samples
         )
+        flat = forward_strides(flat)
         check_finite(flat, "X")
         return Features(flat, pd.Index([f"p{i}" for i in range(flat.shape[1])]), tuple(images.shape[1:]))
     kw = {"dtype": [np.float32, np.float64], "ensure_min_samples": min_samples}
     X = _check_array(X, accept_sparse=["csr", "csc", "coo"], **kw)
-    if sparse.issparse(X):
-        X = X.tocsr()
+    X = X.tocsr() if sparse.issparse(X) else forward_strides(X)
     check_finite(X, "X")
     return Features(X, pd.Index([str(i) for i in range(X.shape[1])]))
+
+
+def forward_strides(X):
+    """``X`` itself, or a C-ordered copy when it is a view walking backwards (``X[::-1]``), which torch cannot read."""
+    if isinstance(X, np.ndarray) and any(s < 0 for s in X.strides):
+        return np.ascontiguousarray(X)
+    return X
 
 
 def feature_names(X) -> np.ndarray | None:

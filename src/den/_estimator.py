@@ -232,7 +232,10 @@ class DEN(ClusterMixin, TransformerMixin, BaseEstimator):
         """
         embed, cluster = self.configs()
         check_flags(cluster=self.cluster, progress_bar=self.progress_bar)
-        features = as_features(X)
+        features = named(as_features(X), feature_names(X))
+        if self.cluster and cluster.n_clusters is not None and cluster.n_clusters >= features.n:
+            msg = f"Invalid n_clusters={cluster.n_clusters}: it must be below the number of samples ({features.n})."
+            raise ValueError(msg)
         codes, classes = (None, None) if y is None else encode_labels(y, features.n)
         seed = check_random_state(self.random_state)
         for stale in ("labels_", "n_clusters_", "classes_"):  # a refit must not keep the last fit's results
@@ -298,6 +301,13 @@ class DEN(ClusterMixin, TransformerMixin, BaseEstimator):
             msg = f"X has {features.X.shape[1]} features, but DEN is expecting {self.n_features_in_} features as input."
             raise ValueError(msg)
         fitted_shape = getattr(self, "image_shape_", None)
+        if features.image_shape is not None and fitted_shape is None:
+            msg = (
+                f"X has {np.ndim(X) if not hasattr(X, 'ndim') else X.ndim} dimensions, but DEN was fitted on samples x "
+                "features (2-D); "
+                "pass X.reshape(len(X), -1) to read each sample's values in order."
+            )
+            raise ValueError(msg)
         if features.image_shape is not None and fitted_shape is not None and features.image_shape != fitted_shape:
             msg = (
                 f"X holds images of shape {features.image_shape} (channels, height, width), but DEN was fitted on "
@@ -427,16 +437,22 @@ class DEN(ClusterMixin, TransformerMixin, BaseEstimator):
             Write into ``dir_path`` even when it exists and is not empty (otherwise an error).
         """
         check_is_fitted(self, "model_")
+        record = self._record()  # refused before anything is written
         self.model_.save(dir_path, overwrite=overwrite)
         path = Path(dir_path).expanduser() / CONFIG_FILE
         meta = json.loads(path.read_text())
-        params = {k: list(v) if isinstance(v, tuple) else v for k, v in self.get_params().items()}
-        meta["estimator"] = {"params": params, "n_features_in": int(self.n_features_in_)}
-        if hasattr(self, "feature_names_in_"):
-            meta["estimator"]["feature_names_in"] = self.feature_names_in_.tolist()
-        if hasattr(self, "classes_"):
-            meta["estimator"]["classes"] = [c.item() if hasattr(c, "item") else c for c in self.classes_]
+        meta["estimator"] = record
         path.write_text(json.dumps(meta, indent=1))
+
+    def _record(self) -> dict:
+        """Parameters, feature names and classes as JSON values (numpy scalars as numbers, a device as text)."""
+        record = {"params": {k: json_value(v, k) for k, v in self.get_params().items()}}
+        record["n_features_in"] = int(self.n_features_in_)
+        if hasattr(self, "feature_names_in_"):
+            record["feature_names_in"] = self.feature_names_in_.tolist()
+        if hasattr(self, "classes_"):
+            record["classes"] = [json_value(c, "classes_") for c in self.classes_]
+        return record
 
     @classmethod
     def load(cls, dir_path: str | Path) -> DEN:
@@ -463,11 +479,33 @@ class DEN(ClusterMixin, TransformerMixin, BaseEstimator):
             est.feature_names_in_ = np.asarray(info["feature_names_in"], dtype=object)
         shape = model.config.get("input_shape")
         est.image_shape_ = tuple(shape) if shape is not None else None
-        if "classes" in info:
-            est.classes_ = np.asarray(info["classes"], dtype=object if isinstance(info["classes"][0], str) else None)
+        classes = info.get("classes", model.label_config.get("categories") if model.has_labels else None)
+        if classes is not None:  # a DENModel folder trained with labels: its label head's categories
+            est.classes_ = np.asarray(classes, dtype=object if isinstance(classes[0], str) else None)
         if model.has_clusters:
             est.n_clusters_ = int(model.cluster_config["n_clusters"])
         return est
+
+
+def json_value(value, name: str):
+    """``value`` as JSON can hold it (numpy scalars and arrays, tuples, a torch device), or a clear error."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    elif isinstance(value, np.ndarray | tuple):
+        value = [json_value(v, name) for v in value]
+    elif type(value).__name__ == "device":  # torch.device
+        value = str(value)
+    if value is None or isinstance(value, bool | int | float | str | list):
+        return value
+    msg = f"{name} holds {value!r} ({type(value).__name__}), which a model folder cannot store (JSON); use numbers or text."
+    raise TypeError(msg)
+
+
+def named(features: Features, names: np.ndarray | None) -> Features:
+    """``features`` with a data frame's column names as feature names (when they are unique)."""
+    if names is None or len(set(names)) != len(names):
+        return features
+    return Features(features.X, pd.Index(names), features.image_shape)
 
 
 def unlabelled(values: pd.Series) -> np.ndarray:

@@ -18,7 +18,7 @@ import torch
 from scipy import sparse
 from torch import nn
 
-from ._data import CHUNK_ROWS, check_finite, dense_rows
+from ._data import CHUNK_ROWS, check_finite, dense_rows, feature_names, forward_strides
 from ._loss import kernel_dof
 from ._utils import get_device, on_device, predict, softmax, uns_owner
 from .nn import ClusterHead, build_encoder
@@ -69,6 +69,13 @@ def _check_owner(entry: dict, key: str, tool: str, param: str) -> None:
             f"den.tl.{tool} as `{param}`."
         )
         raise ValueError(msg)
+
+
+def column_names(X, var_names):
+    """``var_names``, or a data frame's column names when none are given (features then matched by name)."""
+    if var_names is None and (names := feature_names(X)) is not None:
+        return pd.Index(names)
+    return var_names
 
 
 def load_arrays(module: nn.Module, weights: dict[str, np.ndarray], where: str = "the model") -> None:
@@ -261,6 +268,7 @@ class DENModel:
             X = X.tocsr() if X.format not in ("csr", "csc") else X
         elif not isinstance(X, np.ndarray):
             X = np.asarray(X)
+        X = forward_strides(X)
         if X.ndim != 2 or X.dtype.kind not in "biuf":
             msg = f"X must be a numeric 2-D matrix (cells x features); got shape {X.shape}, dtype {X.dtype}."
             raise ValueError(msg)
@@ -288,7 +296,8 @@ class DENModel:
             the training data.
         var_names
             The names of ``X``'s columns, matched to the model's features by name (extra ones are
-            ignored, missing ones raise). ``None``: the columns are the model's features in order.
+            ignored, missing ones raise). ``None``: a data frame's column names; otherwise the columns
+            are the model's features in order.
         device
             ``"auto"``, ``"cpu"``, ``"cuda:0"``, ...
         check
@@ -300,6 +309,7 @@ class DENModel:
 
         :meth:`hidden`, :meth:`predict_proba` and :meth:`predict_label_proba` take the same arguments.
         """
+        var_names = column_names(X, var_names)
         if check:
             X = self.checked(X, var_names)
         dev = get_device(device)
@@ -310,6 +320,7 @@ class DENModel:
         self, X, var_names: pd.Index | None = None, *, device: str = "auto", check: bool = True, batches=None
     ) -> np.ndarray:
         """The encoder's last hidden layer for the rows of ``X``."""
+        var_names = column_names(X, var_names)
         if check:
             X = self.checked(X, var_names)
         dev = get_device(device)
@@ -328,6 +339,7 @@ class DENModel:
         if self.cluster_net is None:
             msg = "This model has no clustering network. Run `den.tl.cluster` (or fit den.DEN with cluster=True) first."
             raise ValueError(msg)
+        var_names = column_names(X, var_names)
         if check:
             X = self.checked(X, var_names)
         return self.proba_of_front(self.front_blocks(X, var_names, batches=batches), device=device)
@@ -346,6 +358,7 @@ class DENModel:
         if self.label_head is None:
             msg = "This model has no label head. Fit it with labels (`y=` or `labels_key=`) and label_head=True."
             raise ValueError(msg)
+        var_names = column_names(X, var_names)
         if check:
             X = self.checked(X, var_names)
         dev = get_device(device)
