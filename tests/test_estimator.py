@@ -337,3 +337,21 @@ def test_a_denmodel_folder_with_labels_keeps_its_classes(tmp_path, small):
     est = den.DEN.load(tmp_path / "m")
     assert list(est.classes_) == sorted(small.obs["kind"].dropna().unique())
     assert set(est.predict_labels(small.X.toarray())) <= set(est.classes_)
+
+
+def test_tensors_numpy_cannot_hold(blobs, fitted):
+    X = torch.tensor(blobs[0])
+    expected = fitted.transform(blobs[0])
+    np.testing.assert_allclose(fitted.model_.embed(X.bfloat16()), expected, atol=0.5)  # bfloat16 rounds the input
+    assert fitted.transform(X.to(torch.float8_e4m3fn)).shape == expected.shape
+    for sparse_tensor in (X.to_sparse(), X.to_sparse_csr()):  # read as scipy sparse, never densified whole
+        np.testing.assert_allclose(fitted.transform(sparse_tensor), expected, atol=1e-5)
+        np.testing.assert_allclose(fitted.model_.embed(sparse_tensor), expected, atol=1e-5)
+
+
+def test_numeric_classes_in_order_and_finite(blobs):
+    X, y = blobs
+    mixed = np.asarray([1, 2, 2.5, 10], dtype=object)[y]  # ints and floats together
+    assert list(den.DEN(cluster=False, **FAST).fit(X, mixed).classes_) == [1, 2, 2.5, 10]
+    with pytest.raises(ValueError, match="y holds inf as a label"):
+        den.DEN(cluster=False, **FAST).fit(X, np.asarray([0.0, 1.0, np.inf, 2.0])[y])

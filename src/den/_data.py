@@ -290,8 +290,7 @@ def as_features(X, *, min_samples: int = 3, estimator: str = "DEN") -> Features:
         import torch
 
         if torch.is_tensor(X):
-            X = X.detach().cpu()
-            X = (X.float() if X.dtype == torch.bfloat16 else X).numpy()  # numpy has no bfloat16
+            X = tensor_values(X)
     except ImportError:  # pragma: no cover
         pass
     if not sparse.issparse(X) and not hasattr(X, "__array__") and not isinstance(X, list | tuple):
@@ -317,6 +316,26 @@ def as_features(X, *, min_samples: int = 3, estimator: str = "DEN") -> Features:
     X = X.tocsr() if sparse.issparse(X) else forward_strides(X)
     check_finite(X, "X")
     return Features(X, pd.Index([str(i) for i in range(X.shape[1])]))
+
+
+def tensor_values(t):
+    """A torch tensor as a numpy array, or a scipy sparse matrix for a sparse tensor (never densified).
+
+    Dtypes numpy lacks (bfloat16, float8) come as float32.
+    """
+    import torch
+
+    t = t.detach().cpu()
+    if t.layout == torch.sparse_coo:
+        t = t.coalesce()
+        rows, cols = t.indices().numpy()
+        return sparse.csr_matrix((tensor_values(t.values()), (rows, cols)), shape=tuple(t.shape))
+    if t.layout == torch.sparse_csr:
+        parts = (tensor_values(t.values()), t.col_indices().numpy(), t.crow_indices().numpy())
+        return sparse.csr_matrix(parts, shape=tuple(t.shape))
+    if t.dtype == torch.bfloat16 or (t.dtype.is_floating_point and t.dtype.itemsize == 1):
+        t = t.float()
+    return t.numpy()
 
 
 def forward_strides(X):

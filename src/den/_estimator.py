@@ -514,6 +514,13 @@ def unlabelled(values: pd.Series) -> np.ndarray:
     return values.isna().to_numpy() | np.asarray(minus_one, dtype=bool)
 
 
+def _class_order(value) -> tuple:
+    """Numbers by value (2 before 2.5 before 10, ints and floats together), other labels by kind, then value."""
+    if isinstance(value, int | float | np.number) and not isinstance(value, bool | np.bool_):
+        return (0, "", float(value))
+    return (1, str(type(value)), value)
+
+
 def encode_labels(y, n: int, name: str = "y") -> tuple[np.ndarray, list]:
     """Integer codes (``-1`` for unlabelled: ``-1``, ``NaN``, ``None``) and the sorted classes of ``y``.
 
@@ -540,7 +547,10 @@ def encode_labels(y, n: int, name: str = "y") -> tuple[np.ndarray, list]:
     if 0 < int(known.map(lambda v: isinstance(v, str)).sum()) < len(known):
         msg = f"{name} mixes text and numbers as labels (e.g. 0 and 'a'); pass labels of one kind."
         raise TypeError(msg)
-    classes = sorted(set(known.tolist()), key=lambda v: (str(type(v)), v))
+    if infinite := [v for v in set(known.tolist()) if isinstance(v, float | np.floating) and not np.isfinite(v)]:
+        msg = f"{name} holds {infinite[0]!r} as a label; mark unknown labels as NaN or -1."
+        raise ValueError(msg)
+    classes = sorted(set(known.tolist()), key=_class_order)
     check_classes(known, classes, n, name)
     index = {c: i for i, c in enumerate(classes)}
     codes = np.full(n, -1, dtype=np.int64)

@@ -18,7 +18,7 @@ import torch
 from scipy import sparse
 from torch import nn
 
-from ._data import CHUNK_ROWS, check_finite, dense_rows, feature_names, forward_strides
+from ._data import CHUNK_ROWS, check_finite, dense_rows, feature_names, forward_strides, tensor_values
 from ._loss import kernel_dof
 from ._utils import get_device, on_device, predict, softmax, uns_owner
 from .nn import ClusterHead, build_encoder
@@ -263,7 +263,7 @@ class DENModel:
         Without ``var_names`` the columns must be the model's features in order.
         """
         if hasattr(X, "detach"):
-            X = X.detach().cpu().numpy()
+            X = tensor_values(X)
         if sparse.issparse(X):
             X = X.tocsr() if X.format not in ("csr", "csc") else X
         elif not isinstance(X, np.ndarray):
