@@ -15,6 +15,7 @@ import pandas as pd
 from scipy import sparse
 
 from ._ondisk import OnDiskRows, is_lazy, on_disk
+from ._utils import check_adata
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -40,9 +41,7 @@ def trained_matrix(adata: AnnData, layer: str | None, *, layer_option: bool = Fa
 
 def get_matrix(adata: AnnData, layer: str | None):
     """Return ``adata.X`` or ``adata.layers[layer]`` after validating it (no copy)."""
-    if not hasattr(adata, "obs") or not hasattr(adata, "var_names"):
-        msg = f"den's tools take an AnnData, not {type(adata).__name__}; for arrays use den.DEN."
-        raise TypeError(msg)
+    check_adata(adata)
     if adata.n_obs == 0 or adata.n_vars == 0:
         msg = f"The AnnData is empty ({adata.n_obs} cells x {adata.n_vars} genes); den needs cells and genes."
         raise ValueError(msg)

@@ -303,9 +303,8 @@ class DEN(ClusterMixin, TransformerMixin, BaseEstimator):
         fitted_shape = getattr(self, "image_shape_", None)
         if features.image_shape is not None and fitted_shape is None:
             msg = (
-                f"X has {np.ndim(X) if not hasattr(X, 'ndim') else X.ndim} dimensions, but DEN was fitted on samples x "
-                "features (2-D); "
-                "pass X.reshape(len(X), -1) to read each sample's values in order."
+                f"X has {np.ndim(X)} dimensions, but DEN was fitted on samples x features (2-D); pass "
+                "X.reshape(len(X), -1) to read each sample's values in order."
             )
             raise ValueError(msg)
         if features.image_shape is not None and fitted_shape is not None and features.image_shape != fitted_shape:

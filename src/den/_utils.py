@@ -112,15 +112,20 @@ def check_flags(**flags) -> None:
         Bool().check(name, value)
 
 
+def check_adata(adata) -> None:
+    """Refuse what is not an AnnData, pointing arrays to :class:`den.DEN`."""
+    if not (hasattr(adata, "obs") and hasattr(adata, "uns") and hasattr(adata, "var_names")):
+        msg = f"den's tools take an AnnData, not {type(adata).__name__}; for arrays use den.DEN."
+        raise TypeError(msg)
+
+
 def check_copy(adata: AnnData, copy: bool) -> None:
     """Refuse, before any work, what is not an AnnData and a bad ``copy``.
 
     ``copy`` must be a bool, and ``copy=True`` is refused on an AnnData opened backed (anndata
     copies it only to a file).
     """
-    if not (hasattr(adata, "obs") and hasattr(adata, "uns") and hasattr(adata, "var_names")):
-        msg = f"den's tools take an AnnData, not {type(adata).__name__}; for arrays use den.DEN."
-        raise TypeError(msg)
+    check_adata(adata)
     check_flags(copy=copy)
     if copy and getattr(adata, "isbacked", False):
         msg = (

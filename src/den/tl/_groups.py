@@ -64,6 +64,54 @@ def group_network(
     clustering network. For any other categorical column, a cluster head is
     trained on the DEN embedding to predict it (or ``stored_head`` is reused).
     """
+    labels = grouping(adata, groupby)
+    uentry = adata.uns.get(groupby)
+    own = isinstance(uentry, dict) and "model" in uentry
+    model = DENModel.from_adata(adata, key=key, cluster_key=groupby if own else None)
+    X = get_matrix(adata, model.config.get("layer"))
+    model.gene_index(adata.var_names, query=False)
+    network_cats = [str(c) for c in model.cluster_config["categories"]] if own and model.has_clusters else None
+    # the clustering network, unless its labels were edited since (e.g. renamed): then a head on the labels as they are
+    if network_cats is not None and labels_as_learnt(adata, groupby, network_cats):
+        cats = network_cats
+        return GroupNetwork(model, model.cluster_net, cats, labels, X, None, _batch_shift(adata, model, X, key))
+    if (labels.codes < 0).any():  # the clustering network explains only its own labels; a head needs every cell's
+        msg = (
+            f"adata.obs[{groupby!r}] has missing values in {int((labels.codes < 0).sum())} cells and is no longer "
+            "den.tl.cluster's labels (edited since); fill or drop them first."
+        )
+        raise ValueError(msg)
+    cats = [str(c) for c in labels.categories]
+    k = len(cats)
+    emb_key = "X_den" if key == "den" else key
+    head = ClusterHead(model.config["n_components"], k)
+    if stored_head is not None and json.loads(str(stored_head["config"]))["categories"] == cats:
+        load_arrays(head, stored_head["weights"], "the stored group head")
+    else:
+        with torch_seed(random_state):
+            head = ClusterHead(model.config["n_components"], k)
+        fit_classifier(
+            head,
+            np.asarray(adata.obsm[emb_key], dtype=np.float32),
+            labels.codes.astype(np.int64),
+            n_epochs=head_epochs,
+            batch_size=512,
+            learning_rate=1e-3,
+            seed=random_state,
+            device=torch.device("cpu"),
+        )
+    head.eval()
+    stored = {"config": json.dumps({"categories": cats, "groupby": groupby}), "weights": state_arrays(head)}
+    net = nn.Sequential(model.encoder, head).eval()
+    return GroupNetwork(model, net, cats, labels, X, stored, _batch_shift(adata, model, X, key))
+
+
+def grouping(adata: AnnData, groupby: str) -> pd.Categorical:
+    """The groups of ``adata.obs[groupby]`` (categories with cells), or an error naming what makes it no grouping.
+
+    NaN is allowed in a den clustering (its network explains the labelled cells); a tool that
+    needs every cell's group checks that itself.
+    """
     if groupby not in adata.obs:
         hint = " Run `den.tl.cluster(adata)` first." if groupby == "den_clusters" else ""
         msg = f"groupby={groupby!r} is not a column of adata.obs.{hint}"
@@ -107,47 +155,9 @@ def group_network(
             f"Groups of adata.obs[{groupby!r}] with fewer than {MIN_GROUP_CELLS} cells ({tiny}): their marker "
             "genes rest on a handful of cells.",
             UserWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
-    uentry = adata.uns.get(groupby)
-    own = isinstance(uentry, dict) and "model" in uentry
-    model = DENModel.from_adata(adata, key=key, cluster_key=groupby if own else None)
-    X = get_matrix(adata, model.config.get("layer"))
-    model.gene_index(adata.var_names, query=False)
-    network_cats = [str(c) for c in model.cluster_config["categories"]] if own and model.has_clusters else None
-    # the clustering network, unless its labels were edited since (e.g. renamed): then a head on the labels as they are
-    if network_cats is not None and labels_as_learnt(adata, groupby, network_cats):
-        cats = network_cats
-        return GroupNetwork(model, model.cluster_net, cats, labels, X, None, _batch_shift(adata, model, X, key))
-    if (labels.codes < 0).any():  # the clustering network explains only its own labels; a head needs every cell's
-        msg = (
-            f"adata.obs[{groupby!r}] has missing values in {int((labels.codes < 0).sum())} cells and is no longer "
-            "den.tl.cluster's labels (edited since); fill or drop them first."
-        )
-        raise ValueError(msg)
-    cats = [str(c) for c in labels.categories]
-    k = len(cats)
-    emb_key = "X_den" if key == "den" else key
-    head = ClusterHead(model.config["n_components"], k)
-    if stored_head is not None and json.loads(str(stored_head["config"]))["categories"] == cats:
-        load_arrays(head, stored_head["weights"], "the stored group head")
-    else:
-        with torch_seed(random_state):
-            head = ClusterHead(model.config["n_components"], k)
-        fit_classifier(
-            head,
-            np.asarray(adata.obsm[emb_key], dtype=np.float32),
-            labels.codes.astype(np.int64),
-            n_epochs=head_epochs,
-            batch_size=512,
-            learning_rate=1e-3,
-            seed=random_state,
-            device=torch.device("cpu"),
-        )
-    head.eval()
-    stored = {"config": json.dumps({"categories": cats, "groupby": groupby}), "weights": state_arrays(head)}
-    net = nn.Sequential(model.encoder, head).eval()
-    return GroupNetwork(model, net, cats, labels, X, stored, _batch_shift(adata, model, X, key))
+    return labels
 
 
 def _batch_shift(adata: AnnData, model: DENModel, X, key: str) -> tuple[np.ndarray, np.ndarray] | None:
