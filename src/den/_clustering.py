@@ -50,6 +50,13 @@ def find_clusters(
     )
 
 
+def check_cluster_count(n_clusters: int | None, n: int | None, cells: str) -> None:
+    """Refuse, before any work, ``n_clusters`` at or above the number of ``cells`` clustered."""
+    if n_clusters is not None and n is not None and n_clusters >= n:
+        msg = f"Invalid n_clusters={n_clusters}: it must be below the number of {cells} ({n})."
+        raise ValueError(msg)
+
+
 def cluster_neighbors(n_neighbors: int, n_cells: int) -> int:
     """Neighbours of the data graph: ``n_neighbors``, at most ``max(3, n_cells // 5)`` (small data sets)."""
     return max(1, min(n_neighbors, max(3, n_cells // 5), n_cells - 2))

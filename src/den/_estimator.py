@@ -10,7 +10,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from ._clustering import fit_clusters
+from ._clustering import check_cluster_count, fit_clusters
 from ._config import ClusterConfig, EmbedConfig, Int
 from ._data import Features, as_features, check_feature_names, check_query_scale, feature_names, missing_label_texts
 from ._embedding import fit_embedding, warn_if_collapsed
@@ -233,9 +233,8 @@ class DEN(ClusterMixin, TransformerMixin, BaseEstimator):
         embed, cluster = self.configs()
         check_flags(cluster=self.cluster, progress_bar=self.progress_bar)
         features = named(as_features(X), feature_names(X))
-        if self.cluster and cluster.n_clusters is not None and cluster.n_clusters >= features.n:
-            msg = f"Invalid n_clusters={cluster.n_clusters}: it must be below the number of samples ({features.n})."
-            raise ValueError(msg)
+        if self.cluster:
+            check_cluster_count(cluster.n_clusters, features.n, "samples")
         codes, classes = (None, None) if y is None else encode_labels(y, features.n)
         seed = check_random_state(self.random_state)
         for stale in ("labels_", "n_clusters_", "classes_"):  # a refit must not keep the last fit's results

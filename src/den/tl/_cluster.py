@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scanpy import logging as logg
 
-from den._clustering import fit_clusters
+from den._clustering import check_cluster_count, fit_clusters
 from den._config import ClusterConfig
 from den._data import Features, get_matrix
 from den._model import DENModel, fingerprint
@@ -144,9 +144,7 @@ def cluster(
     check_key_added(adata, key_added, "cluster")
     config = ClusterConfig(**{k: v for k, v in locals().items() if k in ClusterConfig.names()})
     n_fit = check_fit_cells(fit_cells, getattr(adata, "n_obs", None))  # before any pass over X
-    if n_clusters is not None and n_fit is not None and n_clusters >= n_fit:
-        msg = f"Invalid n_clusters={n_clusters}: it must be below the number of cells clustered ({n_fit})."
-        raise ValueError(msg)
+    check_cluster_count(n_clusters, n_fit, "cells clustered")
     model = DENModel.from_adata(adata, key=key, cluster_key=None)
     emb_key = "X_den" if key == "den" else key
     if emb_key not in adata.obsm:

@@ -106,12 +106,9 @@ def transfer_labels(
     labels, categories = _reference_labels(reference, obs)
     seed = check_random_state(random_state)
     inputs = _inputs(model, reference, adata, key, batch_key)
-    earlier = adata.uns.get(out_key)
-    ours = isinstance(earlier, dict) and "calibration" in earlier
     # once the inputs are checked, before the training (the user may stop it)
-    warn_if_replacing(
-        adata, out_key, "the labels transferred from the reference", earlier_is_ours=ours, suffix="_transferred"
-    )
+    what = "the labels transferred from the reference"
+    warn_if_replacing(adata, out_key, what, ours=lambda e: "calibration" in e, suffix="_transferred")
     ref_front, query_front = _fronts(model, reference, adata, inputs)
     known = labels >= 0
     trained = train_classifier(
@@ -147,9 +144,13 @@ def transfer_labels(
     return adata if copy else None
 
 
-def warn_if_replacing(adata: AnnData, key: str, what: str, *, earlier_is_ours: bool, suffix: str) -> None:
-    """Say when ``what`` replaces a column of the query's own (not an earlier run's), as ingest does silently."""
-    if key in adata.obs and not earlier_is_ours:
+def warn_if_replacing(adata: AnnData, key: str, what: str, *, ours, suffix: str) -> None:
+    """Say when ``what`` replaces a column of the query's own, as ingest does silently.
+
+    ``ours(entry)``: whether ``adata.uns[key]`` is the tool's own earlier result (then it is replaced quietly).
+    """
+    earlier = adata.uns.get(key)
+    if key in adata.obs and not (isinstance(earlier, dict) and ours(earlier)):
         msg = (
             f"adata.obs[{key!r}] (the query's own column) is replaced by {what}; pass key_added (e.g. "
             f"key_added={key + suffix!r}) to keep both."

@@ -106,9 +106,9 @@ def mapping_score(
         raise ValueError(msg)
     seed = check_random_state(random_state)
     inputs = _inputs(model, reference, adata, key, batch_key)
-    earlier = adata.uns.get(key_added)
-    ours = isinstance(earlier, dict) and "against" in earlier.get("params", {})
-    warn_if_replacing(adata, key_added, "the mapping score", earlier_is_ours=ours, suffix="_den")
+    warn_if_replacing(
+        adata, key_added, "the mapping score", ours=lambda e: "against" in e.get("params", {}), suffix="_den"
+    )
     if against == "query":
         ref_pcs, query_pcs = _joint_pcs(model, reference, adata, inputs, seed)
         scores = relative_scores(ref_pcs, query_pcs, n_neighbors)

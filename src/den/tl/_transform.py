@@ -163,28 +163,30 @@ def _annotation(reference, model: DENModel, key: str, cluster_key: str, device: 
 
 
 def _check_own_results(adata: AnnData, model: DENModel, key_obsm: str, cluster_key: str | None) -> None:
-    """Refuse to write another model's map or clusters over results den made on ``adata`` itself.
+    """Refuse to write another model's map or clusters over den results ``adata`` holds.
 
-    Its ``uns`` would still hold its own networks, which den.tl.cluster and the SHAP tools read
+    Its ``uns`` would still hold those networks, which den.tl.cluster and the SHAP tools read
     with the new coordinates and labels. The reference's own model (``transform(adata, adata)``) is fine.
     """
     own_key = "den" if key_obsm == "X_den" else key_obsm
-    entry = getattr(adata, "uns", {}).get(own_key)
-    if uns_owner(entry) == "embed" and fingerprint(entry["model"]) != fingerprint(model.to_uns()):
+    fix = "Pass key_added= (e.g. 'X_den_reference') to keep both maps"
+    _refuse_other(
+        adata, own_key, "embed", model.to_uns(), "another den map", f"coordinates over obsm[{key_obsm!r}]", fix
+    )
+    if model.has_clusters and cluster_key is not None:
+        written = f"clusters over obs[{cluster_key!r}]"
+        fix = "Pass cluster_key=None for the map alone"
+        _refuse_other(adata, cluster_key, "cluster", model.cluster_to_uns(), "other den clusters", written, fix)
+
+
+def _refuse_other(adata: AnnData, key: str, tool: str, ours: dict, what: str, written: str, fix: str) -> None:
+    """An error when ``adata.uns[key]`` holds a ``tool`` network other than ``ours`` (compared by weights)."""
+    entry = adata.uns.get(key)
+    if uns_owner(entry) == tool and fingerprint(entry["model"]) != fingerprint(ours):
         msg = (
-            f"adata holds another den map (adata.uns[{own_key!r}]: den.tl.embed on these cells, or a copy of an "
-            f"earlier one); transform would write the reference's coordinates over obsm[{key_obsm!r}] while the "
-            f"tools reading uns[{own_key!r}] use that other network. Pass key_added= (e.g. 'X_den_reference') to keep both maps, or delete "
-            f"adata.uns[{own_key!r}] first."
-        )
-        raise ValueError(msg)
-    entry = getattr(adata, "uns", {}).get(cluster_key) if model.has_clusters and cluster_key else None
-    if uns_owner(entry) == "cluster" and fingerprint(entry["model"]) != fingerprint(model.cluster_to_uns()):
-        msg = (
-            f"adata holds other den clusters (adata.uns[{cluster_key!r}]: den.tl.cluster on these cells, or a copy of "
-            f"an earlier clustering); transform would write the reference's clusters over obs[{cluster_key!r}] while "
-            f"the tools reading uns[{cluster_key!r}] use that other network. Pass cluster_key=None for the map alone, or delete "
-            f"adata.uns[{cluster_key!r}] first."
+            f"adata holds {what} (adata.uns[{key!r}]: den.tl.{tool} on these cells, or a copy of an earlier one); "
+            f"transform would write the reference's {written} while the tools reading uns[{key!r}] use that other "
+            f"network. {fix}, or delete adata.uns[{key!r}] first."
         )
         raise ValueError(msg)
 
